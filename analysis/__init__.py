@@ -1,0 +1,1 @@
+"""Analysis of run logs: metrics, summaries, reports (reads logs, never runs experiments)."""

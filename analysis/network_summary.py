@@ -1,0 +1,55 @@
+"""Network-level summary of packet logs: delivered rate, loss by cause, one-way delay."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+RUN_KEYS = ["scheme", "network", "video", "seed"]
+AGGREGATE_KEYS = ["scheme", "network"]
+ALL = "all"
+
+NETWORK_COLUMNS = [
+    "packets_sent", "bitrate_kbps", "achieved_kbps", "loss_pct", "loss_model_pct", "queue_drop_pct",
+    "undelivered_pct", "delay_p50_ms", "delay_p95_ms", "delay_max_ms",
+]
+
+
+def _network_metrics(packets: pd.DataFrame, duration_s: float) -> dict[str, float]:
+    """Metrics of one group of media packets; rates are per run (groups spanning runs are divided)."""
+    runs = max(len(packets.drop_duplicates(RUN_KEYS)), 1)
+    sent = len(packets)
+    delivered = packets["arrived_ms"].notna()
+    delays = (packets["arrived_ms"] - packets["sent_ms"])[delivered].to_numpy()
+    per_run_seconds = duration_s * runs
+
+    def pct(mask: pd.Series) -> float:
+        return 100.0 * float(mask.sum()) / sent if sent else float("nan")
+
+    def quantile(q: float) -> float:
+        return float(np.quantile(delays, q)) if len(delays) else float("nan")
+
+    return {
+        "packets_sent": sent,
+        "bitrate_kbps": 8.0 * float(packets["bytes"].sum()) / per_run_seconds / 1000.0,
+        "achieved_kbps": 8.0 * float(packets["bytes"][delivered].sum()) / per_run_seconds / 1000.0,
+        "loss_pct": pct(~delivered),
+        "loss_model_pct": pct(packets["drop"] == "loss"),
+        "queue_drop_pct": pct(packets["drop"] == "queue"),
+        "undelivered_pct": pct(~delivered & packets["drop"].isna()),
+        "delay_p50_ms": quantile(0.5),
+        "delay_p95_ms": quantile(0.95),
+        "delay_max_ms": float(delays.max()) if len(delays) else float("nan"),
+    }
+
+
+def summarize_network(packets: pd.DataFrame, duration_s: float) -> pd.DataFrame:
+    """One row per run and one aggregated row per (scheme, network), from the media flow."""
+    media = packets[packets["flow"] == "media"]
+    rows = []
+    for key, group in media.groupby(RUN_KEYS, sort=False):
+        rows.append({"level": "run", **dict(zip(RUN_KEYS, key)), **_network_metrics(group, duration_s)})
+    for key, group in media.groupby(AGGREGATE_KEYS, sort=False):
+        rows.append({"level": "aggregate", **dict(zip(AGGREGATE_KEYS, key)), "video": ALL, "seed": ALL,
+                     **_network_metrics(group, duration_s)})
+    return pd.DataFrame(rows, columns=["level", *RUN_KEYS, *NETWORK_COLUMNS])

@@ -1,0 +1,1 @@
+"""Network link models and the virtual-time event engine (knows networks, nothing of codecs)."""

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is needed, then runs pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,93 @@
+"""The `testbed` command: run experiments, check the machine."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from testbed.runner import BACKENDS, OutputDirError, run_experiment
+from testbed.spec import Run, load_spec
+from testbed.spec_table import SpecError
+
+EXIT_USAGE = 2
+_SUMMARY_COLUMNS = [
+    ("bitrate_kbps", "sent kbps"), ("achieved_kbps", "recv kbps"), ("loss_pct", "loss %"),
+    ("queue_drop_pct", "of it queue %"), ("delay_p50_ms", "delay p50 ms"), ("delay_p95_ms", "p95"),
+    ("delay_max_ms", "max"),
+]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="testbed", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run every scheme x network x video x seed of a spec")
+    run.add_argument("spec", type=Path, help="experiment spec (TOML)")
+    run.add_argument("--backend", default="sim", choices=BACKENDS, help="network backend (default: sim)")
+    run.add_argument("--out", type=Path, help="results directory (default: results/<experiment name>)")
+    run.add_argument("--jobs", type=int, default=1, help="parallel processes (results are identical)")
+    run.add_argument("--seed", type=int, help="run only this seed instead of the spec's seeds")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing results directory")
+    commands.add_parser("doctor", help="report what this machine can run")
+    return parser
+
+
+def _print_summary(console: Console, summary: pd.DataFrame, out_dir: Path) -> None:
+    table = Table(title=f"summary ({out_dir / 'summary.csv'})")
+    table.add_column("scheme", no_wrap=True)
+    table.add_column("network", no_wrap=True)
+    for _, title in _SUMMARY_COLUMNS:
+        table.add_column(title, justify="right", no_wrap=True)
+    for _, row in summary[summary["level"] == "aggregate"].iterrows():
+        table.add_row(row["scheme"], row["network"], *(f"{row[c]:.1f}" for c, _ in _SUMMARY_COLUMNS))
+    console.print(table)
+
+
+def _run(args: argparse.Namespace, console: Console) -> int:
+    if args.jobs < 1:
+        console.print(Text.assemble(("error: ", "red"), "--jobs must be >= 1"))
+        return EXIT_USAGE
+    spec = load_spec(args.spec, seed_override=args.seed)
+    out_dir = args.out or Path("results") / spec.experiment.name
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(f"{spec.experiment.name} on {args.backend}", total=None)
+
+        def on_done(run: Run) -> None:
+            progress.advance(task)
+            progress.update(task, description=f"{run.scheme.name} / {run.network.name} / seed {run.seed}")
+
+        summary = run_experiment(spec, out_dir, backend=args.backend, jobs=args.jobs, overwrite=args.overwrite,
+                                 on_start=lambda total: progress.update(task, total=total), on_done=on_done)
+    _print_summary(console, summary, out_dir)
+    console.print(f"results written to {out_dir}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `testbed` console script."""
+    args = _parser().parse_args(argv)
+    console = Console(stderr=False)
+    errors = Console(stderr=True)
+    try:
+        if args.command == "doctor":
+            from testbed.doctor import main as doctor_main
+
+            return doctor_main()
+        return _run(args, console)
+    except (SpecError, OutputDirError) as error:
+        errors.print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        errors.print("interrupted; nothing was written")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""`testbed doctor`: report what this machine offers the testbed (kernel qdiscs, Mininet, libraries)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+NETEM_CHECK = "kernel qdisc netem"
+TBF_CHECK = "kernel qdisc tbf"
+NAMESPACE_PREFIX = "tbdoctor-"
+CANNOT_PROBE = "cannot probe: "
+
+MIN_PYTHON = (3, 11)
+COMMAND_TIMEOUT_S = 10.0
+
+# Minimal valid parameters for each qdisc kind we rely on; only acceptance by the kernel matters.
+_QDISC_ARGS: dict[str, list[str]] = {
+    NETEM_CHECK: ["netem", "delay", "1ms"],
+    TBF_CHECK: ["tbf", "rate", "1mbit", "burst", "32kbit", "latency", "50ms"],
+}
+
+# (label, distribution name) of optional and core libraries whose versions matter for experiments.
+_PACKAGES: list[tuple[str, str]] = [
+    ("torch", "torch"),
+    ("PyAV", "av"),
+    ("numpy", "numpy"),
+    ("pandas", "pandas"),
+    ("pyarrow", "pyarrow"),
+]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One doctor finding; ok=False means absent/unavailable, not necessarily an error."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+def _run(argv: list[str]) -> tuple[bool, str]:
+    """Run argv without a shell; return (succeeded, stderr or failure reason)."""
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
+    except subprocess.TimeoutExpired:
+        return False, f"timed out after {COMMAND_TIMEOUT_S:g}s: {' '.join(argv)}"
+    except OSError as exc:
+        return False, f"{argv[0]}: {exc.strerror or exc}"
+    return proc.returncode == 0, proc.stderr.strip()
+
+
+def check_python() -> Check:
+    """Python interpreter version against the project minimum."""
+    version = sys.version_info
+    text = ".".join(str(part) for part in version[:3])
+    wanted = ".".join(str(part) for part in MIN_PYTHON)
+    return Check("python", tuple(version[:2]) >= MIN_PYTHON, f"{text} (need >= {wanted})")
+
+
+def check_cpu() -> Check:
+    """CPU cores this process may run on, next to the machine total."""
+    total = os.cpu_count()
+    # Affinity (cgroups/taskset) is what the emulated hosts will actually get.
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else total
+    return Check("cpu cores", bool(usable), f"{usable} usable of {total}")
+
+
+def check_root() -> Check:
+    """Whether we run as root, which namespaces and qdiscs require."""
+    euid = os.geteuid()
+    detail = "euid 0" if euid == 0 else f"euid {euid} (network namespaces and tc need root)"
+    return Check("root", euid == 0, detail)
+
+
+def check_mininet() -> Check:
+    """Mininet's Python package (located, not imported) and its mnexec helper."""
+    package = importlib.util.find_spec("mininet") is not None
+    mnexec = shutil.which("mnexec")
+    detail = f"python package {'found' if package else 'missing'}; mnexec {mnexec or 'not on PATH'}"
+    return Check("mininet", package and mnexec is not None, detail)
+
+
+def check_binary(name: str) -> Check:
+    """Whether an executable is on PATH."""
+    path = shutil.which(name)
+    return Check(name, path is not None, path or "not on PATH")
+
+
+def _unprobed(reason: str) -> list[Check]:
+    """A not-ok check per qdisc kind explaining why no probe ran."""
+    return [Check(name, False, CANNOT_PROBE + reason) for name in _QDISC_ARGS]
+
+
+def probe_qdiscs(ip: str | None, tc: str | None, is_root: bool) -> list[Check]:
+    """Try each qdisc kind for real on the loopback of a throwaway network namespace."""
+    if not is_root:
+        return _unprobed("not running as root")
+    if ip is None:
+        return _unprobed("ip not on PATH")
+    if tc is None:
+        return _unprobed("tc not on PATH")
+
+    namespace = f"{NAMESPACE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        created, error = _run([ip, "netns", "add", namespace])
+        if not created:
+            return _unprobed(f"ip netns add failed: {error}")
+        # Probe on the namespace's own `lo`: it always exists, whereas `type dummy` needs a driver some
+        # kernels lack (this dev machine's does). `replace` lets the next kind take over the root slot.
+        checks = []
+        for name, qdisc in _QDISC_ARGS.items():
+            argv = [ip, "netns", "exec", namespace, tc, "qdisc", "replace", "dev", "lo", "root", *qdisc]
+            ok, error = _run(argv)
+            checks.append(Check(name, ok, "accepted" if ok else error or "tc failed without a message"))
+        return checks
+    finally:
+        # Also covers a failed or interrupted `netns add`; deleting a missing namespace is harmless.
+        _run([ip, "netns", "delete", namespace])
+
+
+def check_packages() -> list[Check]:
+    """Installed versions of the numeric/video/ML libraries, without importing them."""
+    checks = []
+    for label, dist in _PACKAGES:
+        try:
+            checks.append(Check(label, True, importlib.metadata.version(dist)))
+        except importlib.metadata.PackageNotFoundError:
+            checks.append(Check(label, False, "not installed"))
+    return checks
+
+
+def check_gpu() -> Check:
+    """NVIDIA GPU presence via device node or nvidia-smi (cheap, unlike initialising torch.cuda)."""
+    found = []
+    if Path("/dev/nvidia0").exists():
+        found.append("/dev/nvidia0")
+    if smi := shutil.which("nvidia-smi"):
+        found.append(smi)
+    return Check("gpu (nvidia)", bool(found), ", ".join(found) or "no /dev/nvidia0, no nvidia-smi")
+
+
+def collect_checks() -> list[Check]:
+    """Run every doctor check and return the findings in display order."""
+    root = check_root()
+    ip, tc = check_binary("ip"), check_binary("tc")
+    qdiscs = probe_qdiscs(shutil.which("ip"), shutil.which("tc"), root.ok)
+    return [
+        check_python(), check_cpu(), root, check_mininet(), tc, ip, *qdiscs, *check_packages(), check_gpu()
+    ]
+
+
+def shaper_choice(checks: list[Check]) -> tuple[str, str]:
+    """Which shaper `auto` picks given the checks: ("netem" | "userspace", reason)."""
+    netem = next((check for check in checks if check.name == NETEM_CHECK), None)
+    if netem is None:
+        return "userspace", "netem was not probed"
+    if netem.ok:
+        return "netem", "kernel accepts the netem qdisc"
+    if netem.detail.startswith(CANNOT_PROBE):
+        return "userspace", f"netem unusable ({netem.detail})"
+    return "userspace", f"kernel has no sch_netem ({netem.detail})"
+
+
+def print_report(checks: list[Check], console: Console | None = None) -> None:
+    """Print the checks as a table followed by the automatic shaper choice."""
+    console = console or Console()
+    table = Table(title="testbed doctor")
+    table.add_column("check")
+    table.add_column("status", justify="center")
+    table.add_column("detail")
+    for check in checks:
+        status = Text("✓", style="green") if check.ok else Text("✗", style="yellow")
+        # Text (not markup strings) so brackets in tool output are shown verbatim.
+        table.add_row(Text(check.name), status, Text(check.detail))
+    console.print(table)
+    shaper, reason = shaper_choice(checks)
+    console.print(Text(f"shaper (auto): {shaper} — {reason}"))
+
+
+def main() -> int:
+    """Entry point for `testbed doctor`; always 0 because absent features are reported, not failures."""
+    print_report(collect_checks())
+    return 0

@@ -1,0 +1,80 @@
+"""Runs every combination of a spec on a backend and writes the results directory atomically."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from testbed.analysis.network_summary import summarize_network
+from testbed.environment import describe_environment
+from testbed.logs import FRAMES_SCHEMA, PACKETS_SCHEMA
+from testbed.sim import RunOutput, simulate
+from testbed.spec import Run, Spec
+
+BACKENDS = ("sim",)
+
+
+class OutputDirError(RuntimeError):
+    """The output directory cannot be used."""
+
+
+def _execute(runs: list[Run], jobs: int, on_done: Callable[[Run], None]) -> list[RunOutput]:
+    """Simulate every run; results come back in run order whatever the number of jobs."""
+    if jobs <= 1 or len(runs) <= 1:
+        outputs = []
+        for run in runs:
+            outputs.append(simulate(run))
+            on_done(run)
+        return outputs
+    results: list[RunOutput | None] = [None] * len(runs)
+    # spawn: forking a process that runs a progress-bar thread can deadlock.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {pool.submit(simulate, run): index for index, run in enumerate(runs)}
+        for future in as_completed(futures):
+            index = futures[future]
+            results[index] = future.result()
+            on_done(runs[index])
+    return [r for r in results if r is not None]
+
+
+def run_experiment(spec: Spec, out_dir: Path, *, backend: str = "sim", jobs: int = 1, overwrite: bool = False,
+                   on_start: Callable[[int], None] = lambda total: None,
+                   on_done: Callable[[Run], None] = lambda run: None) -> pd.DataFrame:
+    """Run the spec and write spec.toml, environment.json, packets/frames.parquet and summary.csv."""
+    if backend not in BACKENDS:
+        raise OutputDirError(f"backend {backend!r} is not available; choose one of {', '.join(BACKENDS)}")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise OutputDirError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
+    runs = spec.runs()
+    on_start(len(runs))
+    staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        (staging / "spec.toml").write_text(spec.to_toml(), encoding="utf-8")
+        environment = describe_environment(backend, spec.source, spec.input_files, jobs)
+        (staging / "environment.json").write_text(json.dumps(environment, indent=2) + "\n", encoding="utf-8")
+        outputs = _execute(runs, jobs, on_done)
+        packets = pa.concat_tables([o.packets for o in outputs]) if outputs else PACKETS_SCHEMA.empty_table()
+        pq.write_table(packets, staging / "packets.parquet")
+        pq.write_table(FRAMES_SCHEMA.empty_table(), staging / "frames.parquet")
+        summary = summarize_network(packets.to_pandas(), spec.experiment.duration_s)
+        summary.to_csv(staging / "summary.csv", index=False, float_format="%.4f")
+        if out_dir.exists():
+            shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
+        staging.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return summary

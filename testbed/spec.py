@@ -1,0 +1,310 @@
+"""Experiment specs: TOML files validated into dataclasses, with errors that point at the key."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from testbed.emulator.link import (
+    BernoulliParams,
+    ConstantRateParams,
+    DeliveryTraceParams,
+    IntervalTraceParams,
+    LinkParams,
+    LossParams,
+    PacketTraceParams,
+    RateParams,
+    RateScheduleParams,
+)
+from testbed.emulator.loss import GilbertElliottParams
+from testbed.spec_table import SpecError, SpecTable
+from testbed.traces.errors import TraceError
+from testbed.traces.loss_trace import read_loss_intervals, read_packet_outcomes
+from testbed.traces.mahimahi import read_mahimahi_trace
+from testbed.traces.rate_schedule import read_rate_schedule
+
+SCHEME_KINDS = ("probe",)
+NO_VIDEO = "none"
+MAX_UDP_PAYLOAD = 65507
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """Global settings of an experiment."""
+
+    name: str
+    duration_s: float
+    fps: float
+    seeds: tuple[int, ...]
+    drain_s: float
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """A video source, cropped/resized to `size`."""
+
+    name: str
+    source: str
+    size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ProbeSchemeSpec:
+    """A constant-bitrate datagram source and an arrival recorder."""
+
+    name: str
+    rate_kbps: float
+    packet_bytes: int
+    kind: str = "probe"
+    uses_video: bool = False
+
+
+SchemeSpec = ProbeSchemeSpec
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """Both directions of the bottleneck: forward carries media, reverse carries feedback."""
+
+    name: str
+    forward: LinkParams
+    reverse: LinkParams
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (scheme, network, video, seed) combination."""
+
+    experiment: ExperimentSpec
+    scheme: SchemeSpec
+    network: NetworkSpec
+    video: VideoSpec | None
+    seed: int
+
+    @property
+    def video_name(self) -> str:
+        """Name logged in the `video` column ("none" for schemes without video)."""
+        return self.video.name if self.video else NO_VIDEO
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A validated experiment spec."""
+
+    source: Path
+    experiment: ExperimentSpec
+    videos: tuple[VideoSpec, ...]
+    schemes: tuple[SchemeSpec, ...]
+    networks: tuple[NetworkSpec, ...]
+    resolved: dict[str, Any] = field(compare=False, repr=False)
+    input_files: tuple[Path, ...] = ()
+
+    def runs(self) -> list[Run]:
+        """Every scheme x network x video x seed combination, in spec order."""
+        runs = []
+        for scheme in self.schemes:
+            videos: tuple[VideoSpec | None, ...] = self.videos if scheme.uses_video else (None,)
+            for network in self.networks:
+                for video in videos:
+                    for seed in self.experiment.seeds:
+                        runs.append(Run(self.experiment, scheme, network, video, seed))
+        return runs
+
+    def to_toml(self) -> str:
+        """The resolved spec (defaults filled in, paths absolute) as TOML."""
+        return tomli_w.dumps(self.resolved)
+
+
+def load_spec(path: str | Path, seed_override: int | None = None) -> Spec:
+    """Read and validate a spec file; raise SpecError naming the file, table and key."""
+    source = Path(path)
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SpecError(f"{source}: file not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise SpecError(f"{source}: cannot read: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{source}: invalid TOML: {error}") from None
+    return parse_spec(data, source, seed_override)
+
+
+def parse_spec(data: dict[str, Any], source: Path, seed_override: int | None = None) -> Spec:
+    """Validate an already-parsed TOML document."""
+    root = SpecTable(data, source, "")
+    for key in ("experiment", "scheme", "video", "network"):
+        root.raw(key, None)
+    root.finish()  # unknown top-level tables first: "[[networks]]" should not read as "no network"
+    experiment_table = SpecTable(root.raw("experiment"), source, "[experiment]")
+    root.resolved["experiment"] = experiment_table.resolved
+    experiment = _experiment(experiment_table, seed_override)
+    inputs: list[Path] = []
+    schemes = tuple(_scheme(t) for t in _array(root, "scheme", required=True))
+    videos = tuple(_video(t) for t in _array(root, "video"))
+    networks = tuple(_network(t, experiment, inputs) for t in _array(root, "network", required=True))
+    for kind, items in (("scheme", schemes), ("video", videos), ("network", networks)):
+        _unique(root, kind, [item.name for item in items])
+    if any(s.uses_video for s in schemes) and not videos:
+        root.fail("", "needs at least one [[video]] for its video schemes")
+    return Spec(source, experiment, videos, schemes, networks, root.resolved, tuple(inputs))
+
+
+def _array(root: SpecTable, key: str, required: bool = False) -> list[SpecTable]:
+    """An array of tables such as [[network]], each named by its `name` key in errors."""
+    items = root.raw(key, [] if not required else None)
+    if items is None:
+        root.fail("", f"needs at least one [[{key}]] table")
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        root.fail(key, f"must be an array of tables ([[{key}]])")
+    tables = []
+    for index, item in enumerate(items):
+        name = item.get("name")
+        where = f'{key} "{name}"' if isinstance(name, str) else f"[[{key}]] #{index + 1}"
+        tables.append(SpecTable(item, root.source, where))
+    if tables:
+        root.resolved[key] = [t.resolved for t in tables]
+    return tables
+
+
+def _unique(root: SpecTable, kind: str, names: list[str]) -> None:
+    seen = set()
+    for name in names:
+        if name in seen:
+            root.fail("", f'{kind} name "{name}" is used twice')
+        seen.add(name)
+
+
+def _experiment(table: SpecTable, seed_override: int | None) -> ExperimentSpec:
+    name = table.string("name")
+    duration_s = table.number("duration_s", above=0)
+    fps = table.number("fps", 30, above=0, maximum=240)
+    seeds = table.integer_list("seeds", [1], minimum=0)
+    if seed_override is not None:
+        seeds = [seed_override]
+        table.resolved["seeds"] = seeds
+    if len(set(seeds)) != len(seeds):
+        table.fail("seeds", f"must not repeat a seed, got {seeds!r}")
+    drain_s = table.number("drain_s", 2.0, minimum=0)
+    table.finish()
+    return ExperimentSpec(name, float(duration_s), float(fps), tuple(seeds), float(drain_s))
+
+
+def _video(table: SpecTable) -> VideoSpec:
+    name = table.string("name")
+    source = table.string("source")
+    if not source.startswith(("sample:", "synthetic:")):
+        table.path("source")
+        source = table.resolved["source"]
+    width, height = table.integer_list("size", [256, 256], length=2, minimum=16)
+    table.finish()
+    return VideoSpec(name, source, (width, height))
+
+
+def _scheme(table: SpecTable) -> SchemeSpec:
+    name = table.string("name")
+    kind = table.string("kind", choices=SCHEME_KINDS)
+    if kind == "probe":
+        rate_kbps = table.number("rate_kbps", above=0)
+        packet_bytes = int(table.number("packet_bytes", 1200, minimum=16, maximum=MAX_UDP_PAYLOAD,
+                                        integer=True))
+        table.finish()
+        return ProbeSchemeSpec(name, float(rate_kbps), packet_bytes)
+    raise AssertionError(kind)  # choices above make this unreachable
+
+
+def _network(table: SpecTable, experiment: ExperimentSpec, inputs: list[Path]) -> NetworkSpec:
+    name = table.string("name")
+    delay_s = table.number("delay_ms", 0, minimum=0) / 1000
+    jitter_s = table.number("jitter_ms", 0, minimum=0) / 1000
+    reorder = table.boolean("reorder", False)
+    forward = _link(table, experiment, inputs, delay_s, jitter_s, reorder)
+    reverse_table = table.table("reverse")
+    if reverse_table is None:
+        reverse = LinkParams(delay_s=delay_s, jitter_s=jitter_s, reorder=reorder)
+    else:
+        reverse = _link(reverse_table, experiment, inputs, delay_s, jitter_s, reorder)
+        reverse_table.finish()
+    table.finish()
+    return NetworkSpec(name, forward, reverse)
+
+
+def _link(table: SpecTable, experiment: ExperimentSpec, inputs: list[Path], delay_s: float,
+          jitter_s: float, reorder: bool) -> LinkParams:
+    loss_table = table.table("loss")
+    rate_table = table.table("rate")
+    queue_table = table.table("queue")
+    queue_bytes = queue_packets = None
+    if queue_table is not None:
+        if not (queue_table.has("bytes") or queue_table.has("packets")):
+            queue_table.fail("", "needs bytes and/or packets")
+        if queue_table.has("bytes"):
+            queue_bytes = int(queue_table.number("bytes", minimum=1, integer=True))
+        if queue_table.has("packets"):
+            queue_packets = int(queue_table.number("packets", minimum=1, integer=True))
+        queue_table.finish()
+    return LinkParams(
+        delay_s=delay_s,
+        jitter_s=jitter_s,
+        reorder=reorder,
+        loss=_loss(loss_table, experiment, inputs) if loss_table else None,
+        rate=_rate(rate_table, inputs) if rate_table else None,
+        queue_bytes=queue_bytes,
+        queue_packets=queue_packets,
+    )
+
+
+def _loss(table: SpecTable, experiment: ExperimentSpec, inputs: list[Path]) -> LossParams:
+    model = table.string("model", choices=("gilbert-elliott", "bernoulli", "trace"))
+    params: LossParams
+    if model == "gilbert-elliott":
+        p = table.number("p", minimum=0, maximum=1)
+        params = GilbertElliottParams(
+            p=p,
+            r=table.number("r", 1 - p, minimum=0, maximum=1),  # netem's default
+            loss_bad=table.number("loss_bad", 1.0, minimum=0, maximum=1),
+            loss_good=table.number("loss_good", 0.0, minimum=0, maximum=1),
+            clock=table.string("clock", "packet", choices=("packet", "frame")),
+            slot_s=1 / experiment.fps,
+        )
+    elif model == "bernoulli":
+        params = BernoulliParams(table.number("rate", minimum=0, maximum=1))
+    else:
+        path = table.path("path")
+        inputs.append(path)
+        file_format = table.string("format", "packets", choices=("packets", "intervals"))
+        try:
+            if file_format == "packets":
+                params = PacketTraceParams(read_packet_outcomes(path), table.boolean("loop", True))
+            else:
+                params = IntervalTraceParams(read_loss_intervals(path))
+        except TraceError as error:
+            table.fail("path", f"is not a valid loss trace: {error}")
+    table.finish()
+    return params
+
+
+def _rate(table: SpecTable, inputs: list[Path]) -> RateParams:
+    if table.has("kbps") == table.has("trace"):
+        table.fail("", "needs exactly one of kbps or trace")
+    params: RateParams
+    if table.has("kbps"):
+        params = ConstantRateParams(table.number("kbps", above=0))
+    else:
+        path = table.path("trace")
+        inputs.append(path)
+        default_format = "csv" if path.suffix.lower() == ".csv" else "mahimahi"
+        file_format = table.string("format", default_format, choices=("mahimahi", "csv"))
+        try:
+            if file_format == "mahimahi":
+                params = DeliveryTraceParams(read_mahimahi_trace(path), not table.boolean("once", False))
+            else:
+                times_s, kbps = read_rate_schedule(path)
+                params = RateScheduleParams(times_s, kbps)
+        except TraceError as error:
+            table.fail("trace", f"is not a valid {file_format} trace: {error}")
+    table.finish()
+    return params

@@ -1,0 +1,1 @@
+"""Trace formats: parsers and generators for rate and loss traces."""
