@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -18,9 +19,8 @@ from testbed.spec_table import SpecError
 
 EXIT_USAGE = 2
 _SUMMARY_COLUMNS = [
-    ("bitrate_kbps", "sent kbps"), ("achieved_kbps", "recv kbps"), ("loss_pct", "loss %"),
-    ("queue_drop_pct", "of it queue %"), ("delay_p50_ms", "delay p50 ms"), ("delay_p95_ms", "p95"),
-    ("delay_max_ms", "max"),
+    ("bitrate_kbps", "sent"), ("achieved_kbps", "recv"), ("loss_pct", "loss%"), ("queue_drop_pct", "fifo%"),
+    ("delay_p50_ms", "p50"), ("delay_p95_ms", "p95"), ("delay_max_ms", "max"),
 ]
 
 
@@ -39,11 +39,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _print_summary(console: Console, summary: pd.DataFrame, out_dir: Path) -> None:
-    table = Table(title=f"summary ({out_dir / 'summary.csv'})")
+    table = Table(title=f"summary ({out_dir / 'summary.csv'})",
+                  caption="sent/recv in kbps; loss% of sent packets, fifo% the part dropped by the queue; "
+                          "one-way delay p50/p95/max in ms", box=box.SIMPLE_HEAD)
     table.add_column("scheme", no_wrap=True)
     table.add_column("network", no_wrap=True)
     for _, title in _SUMMARY_COLUMNS:
-        table.add_column(title, justify="right", no_wrap=True)
+        table.add_column(title, justify="right", min_width=5)
     for _, row in summary[summary["level"] == "aggregate"].iterrows():
         table.add_row(row["scheme"], row["network"], *(f"{row[c]:.1f}" for c, _ in _SUMMARY_COLUMNS))
     console.print(table)

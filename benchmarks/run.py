@@ -1,0 +1,89 @@
+"""Benchmarks of the network foundation; writes benchmarks/results.json.
+
+Run: .venv/bin/python benchmarks/run.py [--packets N]
+Pinned to one CPU core so the figures mean "per core".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from testbed.emulator.link import ConstantRateParams, DeliveryTraceParams, Link, LinkParams
+from testbed.emulator.loss import GilbertElliottParams
+from testbed.sim import simulate
+from testbed.spec import load_spec
+from testbed.traces.mahimahi import constant_rate_trace
+
+HERE = Path(__file__).resolve().parent
+THESIS_GE = GilbertElliottParams(p=0.068, r=0.852, loss_good=0.04, loss_bad=0.5)
+
+
+def link_packets_per_second(params: LinkParams, packets: int, interval_s: float) -> float:
+    """Push `packets` 1000-byte packets through one link; return packets per wall second."""
+    link = Link(params, 1, "bench", "forward")
+    transmit = link.transmit
+    start = time.perf_counter()
+    for i in range(packets):
+        transmit(1000, i * interval_s)
+    return packets / (time.perf_counter() - start)
+
+
+def sim_speed(spec_path: Path) -> dict[str, float]:
+    """Simulated seconds per wall second over every run of a spec, executed serially."""
+    spec = load_spec(spec_path)
+    runs = spec.runs()
+    start = time.perf_counter()
+    packets = sum(simulate(run).packets.num_rows for run in runs)
+    wall = time.perf_counter() - start
+    simulated = spec.experiment.duration_s * len(runs)
+    return {"runs": len(runs), "simulated_s": simulated, "wall_s": round(wall, 3),
+            "simulated_s_per_wall_s": round(simulated / wall, 1), "packets": packets,
+            "packets_per_wall_s": round(packets / wall)}
+
+
+def main() -> None:
+    """Run every benchmark and write the results file."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--packets", type=int, default=1_000_000)
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    # 400 kbps of 1000-byte packets into a 320 kbps link: the queue is always busy and drops a fifth.
+    interval = 1000 * 8 / 400_000
+    mahimahi_320k = constant_rate_trace(320, 60_000)
+    cases = {
+        "ge_loss+fifo_6000B+320kbps+delay": LinkParams(delay_s=0.05, loss=THESIS_GE,
+                                                       rate=ConstantRateParams(320), queue_bytes=6000),
+        "ge_loss+fifo_6000B+mahimahi_320kbps+delay": LinkParams(
+            delay_s=0.05, loss=THESIS_GE, rate=DeliveryTraceParams(mahimahi_320k), queue_bytes=6000),
+        "delay_only": LinkParams(delay_s=0.05),
+    }
+    link_results = {}
+    for name, params in cases.items():
+        rates = [link_packets_per_second(params, args.packets, interval) for _ in range(3)]
+        link_results[name] = {"packets": args.packets, "packets_per_s_median_of_3": round(float(np.median(rates)))}
+        print(f"{name}: {link_results[name]['packets_per_s_median_of_3']:,} packets/s")
+    calibrate = sim_speed(HERE.parent / "experiments" / "calibrate.toml")
+    print(f"calibrate.toml on sim: {calibrate['simulated_s_per_wall_s']} simulated s per wall s")
+    results = {
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                    "cpu": platform.processor() or platform.machine(), "cores_used": 1},
+        "link_models": link_results,
+        "sim_calibrate": calibrate,
+        "goal": "link models >= 200,000 packets/s on one core",
+    }
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(f"written to {HERE / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
