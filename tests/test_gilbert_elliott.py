@@ -15,7 +15,6 @@ import random
 
 import numpy as np
 import pytest
-
 from testbed.emulator.link import Link, LinkParams
 from testbed.emulator.loss import GilbertElliottLoss, GilbertElliottParams
 from testbed.emulator.random_stream import UniformStream

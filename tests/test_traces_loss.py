@@ -1,32 +1,20 @@
 """Loss traces: per-packet 0/1 outcomes and lossy `start_s,end_s` intervals."""
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-
 from testbed.traces.errors import TraceError
 from testbed.traces.loss_trace import read_loss_intervals, read_packet_outcomes
-
-# Hypothesis reuses tmp_path across examples; each example overwrites the same file, so that is safe.
-reuse_tmp_path = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+from trace_helpers import expect_trace_error, reuse_tmp_path, write_bytes
 
 
 def write(tmp_path: Path, data: bytes | str) -> Path:
-    path = tmp_path / "loss.txt"
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    return path
+    return write_bytes(tmp_path / "loss.txt", data)
 
 
-def expect_error(read: Callable[[Path], object], path: Path, line: int | None, message: str) -> None:
-    with pytest.raises(TraceError) as caught:
-        read(path)
-    error = caught.value
-    assert (error.path, error.line, error.message) == (str(path), line, message)
-    assert str(error) == (f"{path}:{line}: {message}" if line is not None else f"{path}: {message}")
 
 
 def test_outcomes_read(tmp_path: Path) -> None:
@@ -49,11 +37,11 @@ def test_outcomes_read(tmp_path: Path) -> None:
     ],
 )
 def test_outcome_errors(tmp_path: Path, text: str | bytes, line: int | None, message: str) -> None:
-    expect_error(read_packet_outcomes, write(tmp_path, text), line, message)
+    expect_trace_error(read_packet_outcomes, write(tmp_path, text), line, message)
 
 
 def test_outcomes_missing_file(tmp_path: Path) -> None:
-    expect_error(read_packet_outcomes, tmp_path / "absent", None, "cannot read: No such file or directory")
+    expect_trace_error(read_packet_outcomes, tmp_path / "absent", None, "cannot read: No such file or directory")
 
 
 @reuse_tmp_path
@@ -92,7 +80,7 @@ def test_single_interval_keeps_two_dimensions(tmp_path: Path) -> None:
     ],
 )
 def test_interval_errors(tmp_path: Path, text: str | bytes, line: int | None, message: str) -> None:
-    expect_error(read_loss_intervals, write(tmp_path, text), line, message)
+    expect_trace_error(read_loss_intervals, write(tmp_path, text), line, message)
 
 
 @reuse_tmp_path

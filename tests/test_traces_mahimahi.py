@@ -1,14 +1,12 @@
 """Mahimahi mm-link traces: reading, writing, constant-rate generation."""
 
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-
 from testbed.traces.errors import TraceError
 from testbed.traces.mahimahi import (
     BITS_PER_OPPORTUNITY,
@@ -16,23 +14,13 @@ from testbed.traces.mahimahi import (
     read_mahimahi_trace,
     write_mahimahi_trace,
 )
-
-# Hypothesis reuses tmp_path across examples; each example overwrites the same file, so that is safe.
-reuse_tmp_path = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+from trace_helpers import expect_trace_error, reuse_tmp_path, write_bytes
 
 
 def write(tmp_path: Path, data: bytes | str) -> Path:
-    path = tmp_path / "trace.txt"
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    return path
+    return write_bytes(tmp_path / "trace.txt", data)
 
 
-def expect_error(read: Callable[[Path], object], path: Path, line: int | None, message: str) -> None:
-    with pytest.raises(TraceError) as caught:
-        read(path)
-    error = caught.value
-    assert (error.path, error.line, error.message) == (str(path), line, message)
-    assert str(error) == (f"{path}:{line}: {message}" if line is not None else f"{path}: {message}")
 
 
 @pytest.mark.parametrize(
@@ -77,11 +65,11 @@ def test_reads(tmp_path: Path, text: str, expected: list[int]) -> None:
     ],
 )
 def test_errors(tmp_path: Path, text: str | bytes, line: int | None, message: str) -> None:
-    expect_error(read_mahimahi_trace, write(tmp_path, text), line, message)
+    expect_trace_error(read_mahimahi_trace, write(tmp_path, text), line, message)
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    expect_error(read_mahimahi_trace, tmp_path / "absent", None, "cannot read: No such file or directory")
+    expect_trace_error(read_mahimahi_trace, tmp_path / "absent", None, "cannot read: No such file or directory")
 
 
 def test_write_format(tmp_path: Path) -> None:

@@ -4,28 +4,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-
 from testbed.traces.errors import TraceError
 from testbed.traces.rate_schedule import read_rate_schedule
-
-# Hypothesis reuses tmp_path across examples; each example overwrites the same file, so that is safe.
-reuse_tmp_path = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+from trace_helpers import expect_trace_error, reuse_tmp_path, write_bytes
 
 
 def write(tmp_path: Path, data: bytes | str) -> Path:
-    path = tmp_path / "schedule.csv"
-    path.write_bytes(data.encode() if isinstance(data, str) else data)
-    return path
+    return write_bytes(tmp_path / "schedule.csv", data)
 
 
 def expect_error(path: Path, line: int | None, message: str) -> None:
-    with pytest.raises(TraceError) as caught:
-        read_rate_schedule(path)
-    error = caught.value
-    assert (error.path, error.line, error.message) == (str(path), line, message)
-    assert str(error) == (f"{path}:{line}: {message}" if line is not None else f"{path}: {message}")
+    expect_trace_error(read_rate_schedule, path, line, message)
 
 
 @pytest.mark.parametrize(
