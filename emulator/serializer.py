@@ -110,8 +110,13 @@ class DeliveryOpportunities:
         """Global index of the first opportunity strictly later than `now`."""
         now_ms = now * 1000.0
         cycle = int(now_ms // self._period_ms)
-        position = bisect.bisect_right(self._ms, now_ms - cycle * self._period_ms)
-        return cycle * self._count + position
+        index = cycle * self._count + bisect.bisect_right(self._ms, now_ms - cycle * self._period_ms)
+        # Settle on the same seconds values serve() returns: k/1000*1000 can round below k.
+        while index > 0 and self.opportunity_time(index - 1) > now:
+            index -= 1
+        while self.opportunity_time(index) <= now:
+            index += 1
+        return index
 
     def serve(self, size: int, now: float) -> tuple[float, float]:
         """Consume opportunities for `size` bytes; finish is the opportunity carrying the last byte."""

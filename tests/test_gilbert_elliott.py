@@ -122,13 +122,13 @@ def test_variance_formula_against_exact_finite_sum():
     params = GilbertElliottParams(p=0.05, r=0.3, loss_bad=0.6, loss_good=0.1)
     P = np.array([[1 - params.p, params.p], [params.r, 1 - params.r]])
     pi = np.array(stationary(params))
-    l = np.array([params.loss_good, params.loss_bad])
-    m = pi @ l
+    loss_p = np.array([params.loss_good, params.loss_bad])
+    m = pi @ loss_p
     total = m * (1 - m)
     Pk = np.eye(2)
     for _ in range(1, 400):
         Pk = Pk @ P
-        e_x0_xk = sum(pi[i] * l[i] * Pk[i, j] * l[j] for i in range(2) for j in range(2))
+        e_x0_xk = sum(pi[i] * loss_p[i] * Pk[i, j] * loss_p[j] for i in range(2) for j in range(2))
         total += 2 * (e_x0_xk - m * m)
     assert loss_asymptotic_variance(params) == pytest.approx(total, rel=1e-9)
 
@@ -163,6 +163,29 @@ def test_batch_means_variance_matches_derived_correlation(simulated, params):
     means = lost[: len(lost) // batch * batch].reshape(-1, batch).mean(axis=1)
     ratio = means.var(ddof=1) * batch / loss_asymptotic_variance(params)
     assert 0.5 <= ratio <= 1.75, ratio
+
+
+@pytest.mark.parametrize("params", STAT_PARAMS)
+def test_transitions_are_markov_and_independent_of_the_loss_draw(simulated, params):
+    """Given the state packet n arrived in AND whether it was lost, the next packet's state is bad
+    with probability p (from good) or 1 - r (from bad): the transition is a fresh coin, independent
+    of the loss draw.  Each conditional frequency is binomial, so 4 binomial standard errors apply.
+    Fails if the chain reused the loss uniform (then e.g. P(next bad | good, lost) = 1 for lg < p)."""
+    lost, bad = simulated(params)
+    now_bad, now_lost, next_bad = bad[:-1], lost[:-1], bad[1:]
+    checked = 0
+    for state in (0, 1):
+        expected = params.p if state == 0 else 1.0 - params.r
+        for outcome in (0, 1):
+            mask = (now_bad == state) & (now_lost == outcome)
+            n = int(mask.sum())
+            if n < 100:
+                continue
+            freq = next_bad[mask].mean()
+            se = math.sqrt(expected * (1 - expected) / n)
+            assert abs(freq - expected) <= Z * se + 1e-12, (state, outcome, freq, expected, n)
+            checked += 1
+    assert checked >= 2
 
 
 @pytest.mark.parametrize("params", STAT_PARAMS)

@@ -6,15 +6,14 @@ import math
 
 import numpy as np
 import pytest
-
 from testbed.emulator.delay import PropagationDelay
 from testbed.emulator.link import (
     DROP_LOSS,
     DROP_QUEUE,
     BernoulliParams,
     ConstantRateParams,
-    DeliveryTraceParams,
     Delivery,
+    DeliveryTraceParams,
     Link,
     LinkParams,
     PacketTraceParams,

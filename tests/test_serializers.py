@@ -186,7 +186,7 @@ def test_opportunity_times_loop_with_period_last_timestamp():
 #   I 19.0     8: exactly fills 20a's leftover                             -> 20
 #   J 20.0    10: opportunities 20a and 20b are burned at 20 (20b wasted); 23a   -> 23  (1494 left)
 #   K 22.0  3000: 1494 B in 23a, 1504 B in 23b, 2 B in 28                  -> 28  (1502 left)
-#   L 40.5  1504: 28's leftover, 30a, 30b(40 - cycle 3 starts at 30b), 33a, 33b, 38, 40a, 40b all
+#   L 40.5  1504: 28's leftover, 30a, then cycle 3 (30b, 33a, 33b, 38, 40a) and 40b (cycle 4) all
 #                 pass with nothing queued; the next opportunity is 43a    -> 43
 HAND_TRACE = [0, 3, 3, 8, 10]
 HAND_ARRIVALS = [  # name, arrival ms, bytes, expected service start ms, expected finish ms
