@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from testbed.analysis.log_schema import FORWARD_FLOWS
 
 RUN_KEYS = ["scheme", "network", "video", "seed"]
 AGGREGATE_KEYS = ["scheme", "network"]
@@ -44,8 +45,8 @@ def _network_metrics(packets: pd.DataFrame, duration_s: float) -> dict[str, floa
 
 
 def summarize_network(packets: pd.DataFrame, duration_s: float) -> pd.DataFrame:
-    """One row per run and one aggregated row per (scheme, network), from the media flow."""
-    media = packets[packets["flow"] == "media"]
+    """One row per run and one aggregated row per (scheme, network), from the forward (media + fec) flows."""
+    media = packets[packets["flow"].isin(FORWARD_FLOWS)]
     rows = []
     for key, group in media.groupby(RUN_KEYS, sort=False):
         rows.append({"level": "run", **dict(zip(RUN_KEYS, key)), **_network_metrics(group, duration_s)})

@@ -13,10 +13,14 @@ from typing import Protocol
 
 @dataclass(frozen=True, slots=True)
 class Datagram:
-    """A payload to send, with the frame it belongs to for the packet log (None if not a frame)."""
+    """A payload to send, with its flow and frame for the packet log (frame None if not a frame).
+
+    Flows: "media" and "fec" (parity) go forward; "ack", "report" and "keyframe-request" are feedback.
+    """
 
     payload: bytes
     frame_id: int | None = None
+    flow: str = "media"
 
 
 class Endpoint(Protocol):

@@ -14,9 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from testbed.analysis.network_summary import summarize_network
+from testbed.analysis.log_schema import FRAMES_SCHEMA, PACKETS_SCHEMA
+from testbed.analysis.summary import summarize
 from testbed.environment import describe_environment
-from testbed.logs import FRAMES_SCHEMA, PACKETS_SCHEMA
 from testbed.sim import RunOutput, simulate
 from testbed.spec import Run, Spec
 
@@ -68,8 +68,10 @@ def run_experiment(spec: Spec, out_dir: Path, *, backend: str = "sim", jobs: int
         outputs = _execute(runs, jobs, on_done)
         packets = pa.concat_tables([o.packets for o in outputs]) if outputs else PACKETS_SCHEMA.empty_table()
         pq.write_table(packets, staging / "packets.parquet")
-        pq.write_table(FRAMES_SCHEMA.empty_table(), staging / "frames.parquet")
-        summary = summarize_network(packets.to_pandas(), spec.experiment.duration_s)
+        frame_tables = [o.frames for o in outputs if o.frames is not None]
+        frames = pa.concat_tables(frame_tables) if frame_tables else FRAMES_SCHEMA.empty_table()
+        pq.write_table(frames, staging / "frames.parquet")
+        summary = summarize(packets.to_pandas(), frames.to_pandas(), spec.experiment.duration_s)
         summary.to_csv(staging / "summary.csv", index=False, float_format="%.4f")
         if out_dir.exists():
             shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()

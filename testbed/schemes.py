@@ -1,14 +1,57 @@
-"""Builds a scheme's sans-IO sender and receiver from its spec."""
+"""Builds a run's session: the scheme's sans-IO sender and receiver, and what logs their frames."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import pyarrow as pa
+
 from testbed.codecs.endpoint import Endpoint
 from testbed.codecs.probe import ProbeReceiver, ProbeSender
-from testbed.spec import Run
+from testbed.codecs.video_source import VideoSource, load_clip
+from testbed.codecs.vpx_receiver import VpxReceiver
+from testbed.codecs.vpx_sender import VpxSender, VpxSenderConfig
+from testbed.spec import ProbeSchemeSpec, Run, VpxSchemeSpec
+from testbed.video_session import FrameScorer, VideoSession
 
 
-def build_endpoints(run: Run) -> tuple[Endpoint, Endpoint]:
-    """Return (sender, receiver) for the run's scheme."""
+@dataclass
+class ProbeSession:
+    """A probe run: no frames."""
+
+    sender: Endpoint
+    receiver: Endpoint
+
+    def after_receiver(self) -> None:
+        """Probes have no frame decisions to collect."""
+
+    def frames_table(self, scheme: str, network: str, video: str, seed: int) -> pa.Table | None:
+        """Probes write no frames."""
+        return None
+
+
+Session = ProbeSession | VideoSession
+
+
+def _video_source(run: Run) -> VideoSource:
+    assert run.video is not None
+    clip = load_clip(run.video.source, run.video.size, base_dir=Path.cwd())
+    return VideoSource(clip, run.experiment.fps, run.experiment.duration_s, run.video.loop)
+
+
+def build_session(run: Run) -> Session:
+    """Create the endpoints (and frame scoring) of the run's scheme."""
     scheme = run.scheme
-    return (ProbeSender(scheme.rate_kbps, scheme.packet_bytes, run.experiment.duration_s),
-            ProbeReceiver())
+    if isinstance(scheme, ProbeSchemeSpec):
+        return ProbeSession(ProbeSender(scheme.rate_kbps, scheme.packet_bytes, run.experiment.duration_s),
+                            ProbeReceiver())
+    assert isinstance(scheme, VpxSchemeSpec)
+    source = _video_source(run)
+    ratio = None if scheme.redundancy == "adaptive" else Fraction(scheme.redundancy).limit_denominator(1000)
+    config = VpxSenderConfig(scheme.kind, scheme.target_kbps, scheme.fec, scheme.tau, ratio, scheme.mtu,
+                             scheme.keyframe_interval, scheme.keyframe_request == "pli")
+    receiver = VpxReceiver(scheme.kind, scheme.fec, scheme.tau, scheme.deadline_frames,
+                           keyframe_requests=scheme.keyframe_request == "pli")
+    return VideoSession(VpxSender(source, config), receiver, FrameScorer(source, with_ssim=scheme.ssim))

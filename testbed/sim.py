@@ -3,33 +3,34 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import pyarrow as pa
 
 from testbed.codecs.endpoint import Endpoint
 from testbed.emulator.events import EventLoop
 from testbed.emulator.link import Link
-from testbed.logs import FLOW_FEEDBACK, FLOW_MEDIA, PacketLog
-from testbed.schemes import build_endpoints
+from testbed.logs import PacketLog
+from testbed.schemes import build_session
 from testbed.spec import Run
 
 
 @dataclass(frozen=True)
 class RunOutput:
-    """Logs of one run."""
+    """Logs of one run (frames is None for schemes without video)."""
 
     packets: pa.Table
+    frames: pa.Table | None
 
 
 class _Node:
     """An endpoint, the link it sends on, and its armed timer."""
 
-    __slots__ = ("endpoint", "link", "flow", "peer", "timer_at", "timer_token")
+    __slots__ = ("endpoint", "link", "peer", "timer_at", "timer_token")
 
-    def __init__(self, endpoint: Endpoint, link: Link, flow: str):
+    def __init__(self, endpoint: Endpoint, link: Link):
         self.endpoint = endpoint
         self.link = link
-        self.flow = flow
         self.peer: _Node | None = None
         self.timer_at: float | None = None
         self.timer_token = 0
@@ -38,12 +39,14 @@ class _Node:
 class SimNetwork:
     """Drives a sender and a receiver over a forward and a reverse link until `end_s`."""
 
-    def __init__(self, sender: Endpoint, receiver: Endpoint, forward: Link, reverse: Link, end_s: float):
+    def __init__(self, sender: Endpoint, receiver: Endpoint, forward: Link, reverse: Link, end_s: float,
+                 after_receiver: Callable[[], None] = lambda: None):
         self.loop = EventLoop()
+        self.after_receiver = after_receiver
         self.log = PacketLog()
         self.end_s = end_s
-        self.sender = _Node(sender, forward, FLOW_MEDIA)
-        self.receiver = _Node(receiver, reverse, FLOW_FEEDBACK)
+        self.sender = _Node(sender, forward)
+        self.receiver = _Node(receiver, reverse)
         self.sender.peer, self.receiver.peer = self.receiver, self.sender
 
     def run(self) -> PacketLog:
@@ -63,7 +66,7 @@ class SimNetwork:
             arrival, drop, ge_state = node.link.transmit(size, now)
             if arrival is not None and arrival > self.end_s:
                 arrival = None  # still in flight when the run ends
-            self.log.add(node.flow, datagram.frame_id, size, now, arrival, drop, ge_state)
+            self.log.add(datagram.flow, datagram.frame_id, size, now, arrival, drop, ge_state)
             if arrival is not None:
                 self.loop.call_at(arrival, self._deliver, node.peer, datagram.payload)
         timer = node.endpoint.get_timer()
@@ -72,6 +75,8 @@ class SimNetwork:
             node.timer_token += 1
             if timer is not None:
                 self.loop.call_at(timer, self._fire, node, node.timer_token)
+        if node is self.receiver:
+            self.after_receiver()
 
     def _deliver(self, node: _Node, payload: bytes) -> None:
         node.endpoint.receive_datagram(payload, self.loop.now)
@@ -87,10 +92,11 @@ class SimNetwork:
 
 def simulate(run: Run) -> RunOutput:
     """Execute one run on the `sim` backend."""
-    sender, receiver = build_endpoints(run)
+    session = build_session(run)
     network = run.network
     forward = Link(network.forward, run.seed, network.name, "forward")
     reverse = Link(network.reverse, run.seed, network.name, "reverse")
     end_s = run.experiment.duration_s + run.experiment.drain_s
-    log = SimNetwork(sender, receiver, forward, reverse, end_s).run()
-    return RunOutput(log.to_table(run.scheme.name, network.name, run.video_name, run.seed))
+    log = SimNetwork(session.sender, session.receiver, forward, reverse, end_s, session.after_receiver).run()
+    names = (run.scheme.name, network.name, run.video_name, run.seed)
+    return RunOutput(log.to_table(*names), session.frames_table(*names))

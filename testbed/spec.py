@@ -27,7 +27,9 @@ from testbed.traces.loss_trace import read_loss_intervals, read_packet_outcomes
 from testbed.traces.mahimahi import read_mahimahi_trace
 from testbed.traces.rate_schedule import read_rate_schedule
 
-SCHEME_KINDS = ("probe",)
+SCHEME_KINDS = ("probe", "vp9", "vp8")
+FEC_KINDS = ("streaming", "block", "none")
+MAX_TAU = 16
 NO_VIDEO = "none"
 MAX_UDP_PAYLOAD = 65507
 
@@ -50,6 +52,7 @@ class VideoSpec:
     name: str
     source: str
     size: tuple[int, int]
+    loop: str = "loop"
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,25 @@ class ProbeSchemeSpec:
     uses_video: bool = False
 
 
-SchemeSpec = ProbeSchemeSpec
+@dataclass(frozen=True)
+class VpxSchemeSpec:
+    """VP8/VP9 through libvpx in real-time CBR, protected by FEC (Ringmaster/Tambur baseline)."""
+
+    name: str
+    kind: str
+    target_kbps: float
+    fec: str = "streaming"
+    tau: int = 3
+    redundancy: float | str = "adaptive"  # parity/data ratio, or "adaptive" from receiver reports
+    mtu: int = 1200
+    keyframe_interval: int | None = None
+    keyframe_request: str = "tambur"
+    deadline_frames: int = 3
+    ssim: bool = True
+    uses_video: bool = True
+
+
+SchemeSpec = ProbeSchemeSpec | VpxSchemeSpec
 
 
 @dataclass(frozen=True)
@@ -200,8 +221,11 @@ def _video(table: SpecTable) -> VideoSpec:
         table.path("source")
         source = table.resolved["source"]
     width, height = table.integer_list("size", [256, 256], length=2, minimum=16)
+    if width % 2 or height % 2:
+        table.fail("size", f"must be even (4:2:0 video), got {[width, height]!r}")
+    loop = table.string("loop", "loop", choices=("loop", "pingpong"))
     table.finish()
-    return VideoSpec(name, source, (width, height))
+    return VideoSpec(name, source, (width, height), loop)
 
 
 def _scheme(table: SpecTable) -> SchemeSpec:
@@ -213,7 +237,33 @@ def _scheme(table: SpecTable) -> SchemeSpec:
                                         integer=True))
         table.finish()
         return ProbeSchemeSpec(name, float(rate_kbps), packet_bytes)
-    raise AssertionError(kind)  # choices above make this unreachable
+    return _vpx_scheme(table, name, kind)
+
+
+def _vpx_scheme(table: SpecTable, name: str, kind: str) -> VpxSchemeSpec:
+    target_kbps = float(table.number("target_kbps", above=0))
+    fec = table.string("fec", "streaming", choices=FEC_KINDS)
+    tau = int(table.number("tau", 3, minimum=1, maximum=MAX_TAU, integer=True))
+    redundancy: float | str = 0.0
+    if fec != "none":
+        value = table.raw("redundancy", "adaptive")
+        if value == "adaptive":
+            redundancy = table.string("redundancy", "adaptive")
+        else:
+            redundancy = float(table.number("redundancy", minimum=0, maximum=4))
+    elif table.has("redundancy"):
+        table.fail("redundancy", 'has no effect with fec = "none"; remove it')
+    scheme = VpxSchemeSpec(
+        name, kind, target_kbps, fec, tau, redundancy,
+        mtu=int(table.number("mtu", 1200, minimum=256, maximum=MAX_UDP_PAYLOAD - 128, integer=True)),
+        keyframe_interval=(int(table.number("keyframe_interval", minimum=1, integer=True))
+                           if table.has("keyframe_interval") else None),
+        keyframe_request=table.string("keyframe_request", "tambur", choices=("tambur", "pli")),
+        deadline_frames=int(table.number("deadline_frames", tau, minimum=0, integer=True)),
+        ssim=table.boolean("ssim", True),
+    )
+    table.finish()
+    return scheme
 
 
 def _network(table: SpecTable, experiment: ExperimentSpec, inputs: list[Path]) -> NetworkSpec:

@@ -121,7 +121,7 @@ rate = { trace = "traces/schedule.csv" }
         (("delay_ms = 50", "dealy_ms = 50"), 'network "ge-medium": has unknown key "dealy_ms" (did you mean "delay_ms"?)'),
         (("loss_good = 0.04", "los_good = 0.04"), 'has unknown key "loss.los_good" (did you mean "loss.loss_good"?)'),
         (('model = "gilbert-elliott"', 'model = "gilbert"'), 'loss.model must be one of "gilbert-elliott", "bernoulli", "trace", got "gilbert" (did you mean "gilbert-elliott"?)'),
-        (('kind = "probe"', 'kind = "vp10"'), 'scheme "probe": kind must be one of "probe", got "vp10"'),
+        (('kind = "probe"', 'kind = "vp10"'), 'scheme "probe": kind must be one of "probe", "vp9", "vp8", got "vp10"'),
         (("rate_kbps = 400", "rate_kbps = -1"), 'scheme "probe": rate_kbps must be > 0, got -1'),
         (("rate_kbps = 400", 'rate_kbps = "fast"'), "rate_kbps must be a number, got str 'fast'"),
         (("duration_s = 10", "duration_s = 0"), "[experiment]: duration_s must be > 0, got 0"),

@@ -1,0 +1,87 @@
+"""A video scheme's run: its endpoints plus the per-frame log (what was sent, shown, and how good it looked)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from testbed.analysis.freeze import w3c_freezes
+from testbed.analysis.log_schema import FRAMES_SCHEMA
+from testbed.analysis.quality import psnr, ssim
+from testbed.codecs.video_source import VideoSource
+from testbed.codecs.vpx_receiver import FrameOutcome, VpxReceiver
+from testbed.codecs.vpx_sender import VpxSender
+
+
+class FrameScorer:
+    """Scores every display slot in order: the shown picture (last rendered one on a freeze) vs the original.
+
+    Before the first rendered frame the screen is black.
+    """
+
+    def __init__(self, source: VideoSource, with_ssim: bool = True):
+        self.source = source
+        self.with_ssim = with_ssim
+        height, width = source.frame(0).shape[:2]
+        self._shown = np.zeros((height, width, 3), np.uint8)
+        self._shown_id: int | None = None
+        self.outcomes: dict[int, FrameOutcome] = {}
+        self.shown_id: list[int | None] = []
+        self.psnr: list[float] = []
+        self.ssim: list[float | None] = []
+
+    def add(self, outcome: FrameOutcome) -> None:
+        """Score the slot of the next frame in order (outcomes arrive strictly in frame order)."""
+        assert outcome.frame_id == len(self.psnr), "outcomes must arrive in frame order"
+        if outcome.image is not None:
+            self._shown, self._shown_id = outcome.image, outcome.frame_id
+        self.outcomes[outcome.frame_id] = FrameOutcome(outcome.frame_id, outcome.complete, outcome.decodable,
+                                                      outcome.display_s)  # drop the picture: memory
+        original = self.source.frame(outcome.frame_id)
+        self.shown_id.append(self._shown_id)
+        self.psnr.append(psnr(original, self._shown))
+        self.ssim.append(ssim(original, self._shown) if self.with_ssim else None)
+
+
+class VideoSession:
+    """Sender, receiver and scorer of one video run."""
+
+    def __init__(self, sender: VpxSender, receiver: VpxReceiver, scorer: FrameScorer):
+        self.sender = sender
+        self.receiver = receiver
+        self.scorer = scorer
+
+    def after_receiver(self) -> None:
+        """Score the frames the receiver decided since the last call."""
+        for outcome in self.receiver.pop_outcomes():
+            self.scorer.add(outcome)
+
+    def frames_table(self, scheme: str, network: str, video: str, seed: int) -> pa.Table:
+        """The frames.parquet rows of this run; frames never decided by the end count as not rendered."""
+        self.after_receiver()
+        while len(self.scorer.psnr) < len(self.sender.frames):
+            self.scorer.add(FrameOutcome(len(self.scorer.psnr), False, False, None))
+        sent = self.sender.frames
+        outcomes = [self.scorer.outcomes[f.frame_id] for f in sent]
+        display_ms = [o.display_s * 1000 if o.rendered else None for o in outcomes]
+        freeze_ends = {f.end_ms for f in w3c_freezes([d for d in display_ms if d is not None]).freezes}
+        n = len(sent)
+        capture_ms = [f.capture_s * 1000 for f in sent]
+        columns = {
+            "scheme": [scheme] * n, "network": [network] * n, "video": [video] * n, "seed": [seed] * n,
+            "frame_id": [f.frame_id for f in sent],
+            "capture_ms": capture_ms,
+            "sent_bytes": [f.sent_bytes for f in sent],
+            "keyframe": [f.keyframe for f in sent],
+            "resolution": [self.sender.resolution] * n,
+            "decodable": [o.decodable for o in outcomes],
+            "rendered": [o.rendered for o in outcomes],
+            "shown_frame_id": self.scorer.shown_id[:n],
+            "display_ms": display_ms,
+            "latency_ms": [d - c if d is not None else None for d, c in zip(display_ms, capture_ms)],
+            "psnr_db": self.scorer.psnr[:n],
+            "ssim": self.scorer.ssim[:n],
+            "lpips": [None] * n,
+            "freeze": [d is not None and d in freeze_ends for d in display_ms],
+        }
+        return pa.Table.from_pydict(columns, schema=FRAMES_SCHEMA)
