@@ -18,7 +18,9 @@ from testbed.analysis.log_schema import FRAMES_SCHEMA, PACKETS_SCHEMA
 from testbed.analysis.summary import summarize
 from testbed.environment import describe_environment
 from testbed.sim import RunOutput, simulate
+from testbed.codecs.video_source import VideoError, load_clip
 from testbed.spec import Run, Spec
+from testbed.spec_table import SpecError
 
 BACKENDS = ("sim",)
 
@@ -47,6 +49,15 @@ def _execute(runs: list[Run], jobs: int, on_done: Callable[[Run], None]) -> list
     return [r for r in results if r is not None]
 
 
+def _check_videos(spec: Spec) -> None:
+    """Open every video once before anything is written, so a bad one fails early and clearly."""
+    for video in spec.videos:
+        try:
+            load_clip(video.source, video.size)
+        except VideoError as error:
+            raise SpecError(f'{spec.source}: video "{video.name}": {error}') from None
+
+
 def run_experiment(spec: Spec, out_dir: Path, *, backend: str = "sim", jobs: int = 1, overwrite: bool = False,
                    on_start: Callable[[int], None] = lambda total: None,
                    on_done: Callable[[Run], None] = lambda run: None) -> pd.DataFrame:
@@ -55,6 +66,7 @@ def run_experiment(spec: Spec, out_dir: Path, *, backend: str = "sim", jobs: int
         raise OutputDirError(f"backend {backend!r} is not available; choose one of {', '.join(BACKENDS)}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise OutputDirError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
+    _check_videos(spec)
     runs = spec.runs()
     on_start(len(runs))
     staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"

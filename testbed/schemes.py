@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 
 import pyarrow as pa
 
@@ -37,7 +36,7 @@ Session = ProbeSession | VideoSession
 
 def _video_source(run: Run) -> VideoSource:
     assert run.video is not None
-    clip = load_clip(run.video.source, run.video.size, base_dir=Path.cwd())
+    clip = load_clip(run.video.source, run.video.size)
     return VideoSource(clip, run.experiment.fps, run.experiment.duration_s, run.video.loop)
 
 

@@ -165,7 +165,7 @@ def parse_spec(data: dict[str, Any], source: Path, seed_override: int | None = N
     experiment = _experiment(experiment_table, seed_override)
     inputs: list[Path] = []
     schemes = tuple(_scheme(t) for t in _array(root, "scheme", required=True))
-    videos = tuple(_video(t) for t in _array(root, "video"))
+    videos = tuple(_video(t, inputs) for t in _array(root, "video"))
     networks = tuple(_network(t, experiment, inputs) for t in _array(root, "network", required=True))
     for kind, items in (("scheme", schemes), ("video", videos), ("network", networks)):
         _unique(root, kind, [item.name for item in items])
@@ -214,11 +214,11 @@ def _experiment(table: SpecTable, seed_override: int | None) -> ExperimentSpec:
     return ExperimentSpec(name, float(duration_s), float(fps), tuple(seeds), float(drain_s))
 
 
-def _video(table: SpecTable) -> VideoSpec:
+def _video(table: SpecTable, inputs: list[Path]) -> VideoSpec:
     name = table.string("name")
     source = table.string("source")
     if not source.startswith(("sample:", "synthetic:")):
-        table.path("source")
+        inputs.append(table.path("source"))
         source = table.resolved["source"]
     width, height = table.integer_list("size", [256, 256], length=2, minimum=16)
     if width % 2 or height % 2:

@@ -63,10 +63,13 @@ class VideoSession:
             self.scorer.add(FrameOutcome(len(self.scorer.psnr), False, False, None))
         sent = self.sender.frames
         outcomes = [self.scorer.outcomes[f.frame_id] for f in sent]
-        display_ms = [o.display_s * 1000 if o.rendered else None for o in outcomes]
+        # Milliseconds rounded to the microsecond, as in packets.parquet.
+        display_ms = [round(o.display_s * 1000, 3) if o.rendered else None for o in outcomes]
+        latency_ms = [round((o.display_s - f.capture_s) * 1000, 3) if o.rendered else None
+                      for o, f in zip(outcomes, sent)]
         freeze_ends = {f.end_ms for f in w3c_freezes([d for d in display_ms if d is not None]).freezes}
         n = len(sent)
-        capture_ms = [f.capture_s * 1000 for f in sent]
+        capture_ms = [round(f.capture_s * 1000, 3) for f in sent]
         columns = {
             "scheme": [scheme] * n, "network": [network] * n, "video": [video] * n, "seed": [seed] * n,
             "frame_id": [f.frame_id for f in sent],
@@ -78,7 +81,7 @@ class VideoSession:
             "rendered": [o.rendered for o in outcomes],
             "shown_frame_id": self.scorer.shown_id[:n],
             "display_ms": display_ms,
-            "latency_ms": [d - c if d is not None else None for d, c in zip(display_ms, capture_ms)],
+            "latency_ms": latency_ms,
             "psnr_db": self.scorer.psnr[:n],
             "ssim": self.scorer.ssim[:n],
             "lpips": [None] * n,
