@@ -47,9 +47,10 @@ def luma(frame: np.ndarray) -> np.ndarray:
 def psnr(reference: np.ndarray, test: np.ndarray, peak: float = 255.0) -> float:
     """PSNR in dB over every sample (all channels) of two same-shaped frames; inf when they are identical."""
     _check_pair(reference, test)
-    # float64 holds the integer squared errors of 8-bit frames exactly, so the MSE is exact up to the final division.
-    error = reference.astype(np.float64) - test.astype(np.float64)
-    mse = float(np.mean(error * error))
+    # float64 holds the integer squared errors of 8-bit frames exactly, so the MSE is exact up to the final division;
+    # a dot product of the flattened errors avoids materialising their squares.
+    error = (reference.astype(np.float64) - test).ravel()
+    mse = float(np.dot(error, error)) / error.size
     if mse == 0.0:
         return math.inf
     return 10.0 * math.log10(peak * peak / mse)

@@ -1,4 +1,4 @@
-"""Benchmarks of the network foundation; writes benchmarks/results.json.
+"""Benchmarks of the link models, the sim backend and the VP9 pipeline; writes benchmarks/results.json.
 
 Run: .venv/bin/python benchmarks/run.py [--packets N]
 Pinned to one CPU core so the figures mean "per core".
@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,10 +50,52 @@ def sim_speed(spec_path: Path) -> dict[str, float]:
             "packets_per_wall_s": round(packets / wall)}
 
 
+PIPELINE_SPEC = """
+[experiment]
+name = "pipeline-benchmark"
+duration_s = {duration_s}
+
+[[video]]
+name = "carphone"
+source = "sample:carphone"
+size = [{size}, {size}]
+loop = "pingpong"
+
+[[scheme]]
+name = "vp9-streaming"
+kind = "vp9"
+target_kbps = 300
+fec = "streaming"
+redundancy = 0.5
+ssim = {ssim}
+
+[[network]]
+name = "ge-medium"
+delay_ms = 50
+loss = {{ model = "gilbert-elliott", p = 0.068, r = 0.852, loss_good = 0.04, loss_bad = 0.5, clock = "frame" }}
+"""
+
+
+def pipeline_speed(size: int, ssim: bool, duration_s: int) -> dict[str, float]:
+    """Frames per wall second of one full sim run: encode + FEC + network + decode + PSNR (+ SSIM)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "spec.toml"
+        path.write_text(PIPELINE_SPEC.format(size=size, ssim=str(ssim).lower(), duration_s=duration_s))
+        (run,) = load_spec(path).runs()
+        simulate(run)  # warm-up: clip loading and codec start-up are not per-frame costs
+        start = time.perf_counter()
+        frames = simulate(run).frames.num_rows
+        wall = time.perf_counter() - start
+    fps = frames / wall
+    return {"frames": frames, "wall_s": round(wall, 2), "frames_per_s": round(fps, 1),
+            "x_real_time_at_30fps": round(fps / 30, 2)}
+
+
 def main() -> None:
     """Run every benchmark and write the results file."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--packets", type=int, default=1_000_000)
+    parser.add_argument("--video-seconds", type=int, default=20)
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
@@ -73,13 +116,22 @@ def main() -> None:
         print(f"{name}: {link_results[name]['packets_per_s_median_of_3']:,} packets/s")
     calibrate = sim_speed(HERE.parent / "experiments" / "calibrate.toml")
     print(f"calibrate.toml on sim: {calibrate['simulated_s_per_wall_s']} simulated s per wall s")
+    pipeline = {}
+    for size in (256, 512):
+        for ssim in (False, True):
+            name = f"vp9_streaming_{size}x{size}_psnr{'+ssim' if ssim else ''}"
+            pipeline[name] = pipeline_speed(size, ssim, args.video_seconds)
+            print(f"{name}: {pipeline[name]['frames_per_s']} frames/s = "
+                  f"{pipeline[name]['x_real_time_at_30fps']}x real time")
     results = {
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "cpu": platform.processor() or platform.machine(), "cores_used": 1},
         "link_models": link_results,
         "sim_calibrate": calibrate,
-        "goal": "link models >= 200,000 packets/s on one core",
+        "vp9_pipeline": pipeline,
+        "goals": ["link models >= 200,000 packets/s on one core",
+                  "full VP9 pipeline (encode + FEC + network + decode + PSNR) >= 5x real time at 512x512, 30 fps"],
     }
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(f"written to {HERE / 'results.json'}")

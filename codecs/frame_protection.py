@@ -72,6 +72,7 @@ class FrameAssembler:
         self.kind = kind
         self._fragments: dict[int, dict[int, bytes]] = {}
         self._complete: set[int] = set()
+        self._forgotten_below = 0
         self._block = BlockDecoder()
         self._streaming = StreamingDecoder(tau)
         self._parts: dict[int, tuple[int, int, int]] = {}  # FEC frame -> (video frame, part, parts)
@@ -79,31 +80,35 @@ class FrameAssembler:
 
     def add(self, packet: MediaPacket) -> list[tuple[int, bytes]]:
         """Take one media packet; return (video frame id, frame bytes) of frames it completed."""
-        if packet.frame_id in self._complete:
-            return []
         fec = packet.fec
         if isinstance(fec, StreamingFields):
+            # Every streaming packet goes to the decoder, even of complete or decided frames: their parity
+            # is what rebuilds earlier lost frames.
             return self._add_streaming(packet, fec)
+        if packet.frame_id in self._complete or packet.frame_id < self._forgotten_below:
+            return []
         if isinstance(fec, BlockFields):
             data = self._block.receive(packet.frame_id, BlockPacket(
                 fec.position, fec.data_packets, fec.parity_packets, fec.frame_size, packet.payload))
             return self._finish(packet.frame_id, data)
         fragments = self._fragments.setdefault(packet.frame_id, {})
         fragments[packet.fragment] = packet.payload
-        if len(fragments) < packet.fragments:
+        if any(i not in fragments for i in range(packet.fragments)):
             return []
         data = b"".join(fragments[i] for i in range(packet.fragments))
         del self._fragments[packet.frame_id]
         return self._finish(packet.frame_id, data if len(data) == fec else None)
 
     def forget_before(self, frame_id: int) -> None:
-        """Drop state of video frames older than `frame_id` (they were decided)."""
+        """Drop state of video frames older than `frame_id` (they were decided) and ignore them from now on."""
+        self._forgotten_below = max(self._forgotten_below, frame_id)
         for table in (self._fragments, self._recovered_parts):
             for old in [f for f in table if f < frame_id]:
                 del table[old]
         self._complete = {f for f in self._complete if f >= frame_id}
         self._parts = {fec: owner for fec, owner in self._parts.items() if owner[0] >= frame_id - 1}
         self._block.forget_before(frame_id)
+        self._streaming.abandoned()  # the receiver's deadlines decide; only keep the decoder's list bounded
 
     def _finish(self, frame_id: int, data: bytes | None) -> list[tuple[int, bytes]]:
         if data is None:
@@ -113,8 +118,9 @@ class FrameAssembler:
 
     def _add_streaming(self, packet: MediaPacket, fec: StreamingFields) -> list[tuple[int, bytes]]:
         first = fec.fec_frame - fec.part
-        for part in range(fec.parts):
-            self._parts.setdefault(first + part, (packet.frame_id, part, fec.parts))
+        if packet.frame_id >= self._forgotten_below - 1:  # the frame just below helps place lost neighbours
+            for part in range(fec.parts):
+                self._parts.setdefault(first + part, (packet.frame_id, part, fec.parts))
         recovered = self._streaming.receive(StreamingPacket(
             fec.fec_frame, fec.position, fec.data_packets, fec.parity_packets, fec.frame_size,
             fec.previous_sizes, packet.payload))
@@ -125,9 +131,11 @@ class FrameAssembler:
             if owner is None or data is None:
                 continue
             frame_id, part, parts = owner
+            if frame_id < self._forgotten_below or frame_id in self._complete:
+                continue
             parts_done = self._recovered_parts.setdefault(frame_id, {})
             parts_done[part] = data
-            if len(parts_done) == parts and frame_id not in self._complete:
+            if len(parts_done) == parts:
                 completed += self._finish(frame_id, b"".join(parts_done[i] for i in range(parts)))
         return completed
 

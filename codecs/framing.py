@@ -13,7 +13,7 @@ Media datagram = MediaHeader (22 bytes) + FEC extension (by `fec`) + payload:
     block FEC extension (10 bytes): u16 position, u16 data packets, u16 parity packets, u32 frame size
     no FEC extension (4 bytes): u32 frame size
 
-Feedback datagram (13 bytes): u8 packet type (2 = feedback), u8 kind (1 ACK of a complete frame,
+Feedback datagram (14 bytes): u8 packet type (2 = feedback), u8 kind (1 ACK of a complete frame,
 2 keyframe request, 3 quality report), u32 frame id, u32 packets received, u32 packets lost (the last
 two only in reports, counted since the previous report).
 

@@ -93,6 +93,13 @@ def _frame_rate(fps: float | Fraction) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+def to_yuv420(rgb: np.ndarray) -> av.VideoFrame:
+    """Convert a (height, width, 3) uint8 RGB frame to the yuv420p picture libvpx encodes (reusable)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected (height, width, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
+    return av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+
+
 class VpxEncoder:
     """Real-time CBR libvpx encoder: exactly one encoded frame per input frame, returned synchronously."""
 
@@ -148,14 +155,17 @@ class VpxEncoder:
         self._context = self._open(kbps)
         self._target_kbps = kbps
 
-    def encode(self, rgb: np.ndarray, force_keyframe: bool = False) -> EncodedFrame:
-        """Encode one (height, width, 3) uint8 RGB frame; raises RuntimeError if libvpx does not return it at once."""
-        if rgb.shape != (self.height, self.width, 3) or rgb.dtype != np.uint8:
-            raise ValueError(f"expected ({self.height}, {self.width}, 3) uint8 RGB, got {rgb.shape} {rgb.dtype}")
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    def encode(self, image: np.ndarray | av.VideoFrame, force_keyframe: bool = False) -> EncodedFrame:
+        """Encode one frame: (height, width, 3) uint8 RGB, or a yuv420p frame from `to_yuv420`.
+
+        Raises RuntimeError if libvpx does not return the frame at once.
+        """
+        frame = image if isinstance(image, av.VideoFrame) else to_yuv420(image)
+        if (frame.width, frame.height, frame.format.name) != (self.width, self.height, "yuv420p"):
+            raise ValueError(f"expected a {self.width}x{self.height} frame, got {frame.width}x{frame.height} "
+                             f"{frame.format.name}")
         frame.pts = self._next_pts
-        if force_keyframe:
-            frame.pict_type = av.video.frame.PictureType.I
+        frame.pict_type = av.video.frame.PictureType.I if force_keyframe else av.video.frame.PictureType.NONE
         packets = self._context.encode(frame)
         if len(packets) != 1:
             raise RuntimeError(

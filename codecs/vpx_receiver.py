@@ -73,8 +73,7 @@ class VpxReceiver:
             self._report_at = now + REPORT_INTERVAL_S
         self._seqs_in_report += 1
         self._highest_seq = max(self._highest_seq, packet.seq)
-        if packet.frame_id < self._next:
-            return  # already decided
+        # Datagrams of decided frames still go to the assembler: streaming parity rebuilds later frames.
         self._newest_seen = max(self._newest_seen, packet.frame_id)
         for frame_id, frame in self._assembler.add(packet):
             # Read the keyframe bit from the bitstream: FEC may rebuild a frame none of whose packets came.

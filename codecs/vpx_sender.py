@@ -12,11 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
+import av
+
 from testbed.codecs.endpoint import Datagram
 from testbed.codecs.frame_protection import FrameProtector
 from testbed.codecs.framing import FeedbackKind, MediaPacket, parse_feedback
 from testbed.codecs.video_source import VideoSource
-from testbed.codecs.vpx import VpxEncoder
+from testbed.codecs.vpx import VpxEncoder, to_yuv420
 
 FLOW_MEDIA = "media"
 FLOW_FEC = "fec"
@@ -72,6 +74,8 @@ class VpxSender:
         self._force_keyframe = False
         self._ratio = config.ratio if config.ratio is not None else Fraction(0)
         self._pending_ratios: list[tuple[int, Fraction]] = []
+        # Clips loop, so each clip frame is converted to yuv420p once (the conversion costs as much as encoding).
+        self._yuv_frames: dict[int, av.VideoFrame] = {}
         self.frames: list[SentFrame] = []
 
     def get_timer(self) -> float | None:
@@ -122,7 +126,10 @@ class VpxSender:
         capture_s = frame_id / self.source.fps
         forced = self._force_keyframe or self._keyframe_due(capture_s)
         self._force_keyframe = False
-        encoded = self._encoder.encode(self.source.frame(frame_id), force_keyframe=forced)
+        clip_index = self.source.clip_index(frame_id)
+        if clip_index not in self._yuv_frames:
+            self._yuv_frames[clip_index] = to_yuv420(self.source.frame(frame_id))
+        encoded = self._encoder.encode(self._yuv_frames[clip_index], force_keyframe=forced)
         if encoded.keyframe:
             self._unacked.clear()  # frames before a keyframe no longer matter
         self._unacked[frame_id] = capture_s

@@ -18,10 +18,19 @@ from testbed.spec import Run, load_spec
 from testbed.spec_table import SpecError
 
 EXIT_USAGE = 2
-_SUMMARY_COLUMNS = [
+_NETWORK_COLUMNS = [
     ("bitrate_kbps", "sent"), ("achieved_kbps", "recv"), ("loss_pct", "loss%"), ("queue_drop_pct", "fifo%"),
     ("delay_p50_ms", "p50"), ("delay_p95_ms", "p95"), ("delay_max_ms", "max"),
 ]
+_NETWORK_CAPTION = ("sent/recv in kbps; loss% of sent packets, fifo% the part dropped by the queue; "
+                    "one-way delay p50/p95/max in ms")
+_VIDEO_COLUMNS = [
+    ("bitrate_kbps", "kbps"), ("psnr_median_db", "PSNR"), ("psnr_p10_db", "p10"),
+    ("psnr_worst10_mean_db", "w10"), ("non_rendered_pct", "nonr%"), ("freeze_count", "frz"),
+    ("latency_p95_ms", "lat"),
+]
+_VIDEO_CAPTION = ("kbps sent (media + FEC); PSNR median, 10th pct and worst-10 % mean in dB; nonr% frames not "
+                  "rendered; frz W3C freezes per run; lat capture-to-display p95 in ms")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,17 +47,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_summary(console: Console, summary: pd.DataFrame, out_dir: Path) -> None:
-    table = Table(title=f"summary ({out_dir / 'summary.csv'})",
-                  caption="sent/recv in kbps; loss% of sent packets, fifo% the part dropped by the queue; "
-                          "one-way delay p50/p95/max in ms", box=box.SIMPLE_HEAD)
+def _summary_table(title: str, caption: str, rows: pd.DataFrame, columns: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD)
     table.add_column("scheme", no_wrap=True)
     table.add_column("network", no_wrap=True)
-    for _, title in _SUMMARY_COLUMNS:
-        table.add_column(title, justify="right", min_width=5)
-    for _, row in summary[summary["level"] == "aggregate"].iterrows():
-        table.add_row(row["scheme"], row["network"], *(f"{row[c]:.1f}" for c, _ in _SUMMARY_COLUMNS))
-    console.print(table)
+    for _, heading in columns:
+        table.add_column(heading, justify="right", min_width=4)
+    for _, row in rows.iterrows():
+        table.add_row(row["scheme"], row["network"], *(f"{row[c]:.1f}" for c, _ in columns))
+    return table
+
+
+def _print_summary(console: Console, summary: pd.DataFrame, out_dir: Path) -> None:
+    """One screen: video schemes by quality, probes by network numbers."""
+    rows = summary[summary["level"] == "aggregate"]
+    title = f"summary ({out_dir / 'summary.csv'})"
+    video = rows[rows["psnr_median_db"].notna()] if "psnr_median_db" in rows else rows.iloc[:0]
+    probes = rows.drop(video.index)
+    if len(video):
+        console.print(_summary_table(title, _VIDEO_CAPTION, video, _VIDEO_COLUMNS))
+    if len(probes):
+        console.print(_summary_table(title, _NETWORK_CAPTION, probes, _NETWORK_COLUMNS))
 
 
 def _run(args: argparse.Namespace, console: Console) -> int:

@@ -449,7 +449,7 @@ def test_malformed_feedback_is_ignored():
     assert [f.media_bytes for f in sender.frames] == [f.media_bytes for f in reference.frames]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.binary(max_size=40), max_size=8))
 def test_random_feedback_bytes_never_raise(blobs):
     sender = make_sender(3, fec="block", keyframe_on_request=True)
