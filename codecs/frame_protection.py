@@ -99,6 +99,11 @@ class FrameAssembler:
         del self._fragments[packet.frame_id]
         return self._finish(packet.frame_id, data if len(data) == fec else None)
 
+    @property
+    def rejected(self) -> int:
+        """Datagrams the FEC decoders refused as ill-formed or inconsistent with what they know."""
+        return self._streaming.malformed + self._block.malformed
+
     def forget_before(self, frame_id: int) -> None:
         """Drop state of video frames older than `frame_id` (they were decided) and ignore them from now on."""
         self._forgotten_below = max(self._forgotten_below, frame_id)

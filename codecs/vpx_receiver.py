@@ -20,6 +20,8 @@ from testbed.codecs.framing import Feedback, FeedbackKind, parse_media
 from testbed.codecs.vpx import DecodeError, VpxDecoder, is_keyframe
 
 REPORT_INTERVAL_S = 2.0
+# A datagram claiming a frame this far ahead is hostile or corrupt: honouring it would give up every frame between.
+MAX_FRAME_JUMP = 1 << 14
 KEYFRAME_REQUEST_INTERVAL_S = 0.2
 
 
@@ -60,14 +62,14 @@ class VpxReceiver:
         self._highest_seq = -1
         self._reported_seq = -1
         self._last_request_s = -1e9
-        self.malformed = 0
+        self._unparsable = 0
         self.undecodable_bitstreams = 0
 
     def receive_datagram(self, data: bytes, now: float) -> None:
         """Take one media datagram."""
         packet = parse_media(data)
-        if packet is None:
-            self.malformed += 1
+        if packet is None or packet.frame_id > max(self._newest_seen, self._next) + MAX_FRAME_JUMP:
+            self._unparsable += 1
             return
         if self._report_at is None:
             self._report_at = now + REPORT_INTERVAL_S
@@ -101,6 +103,11 @@ class VpxReceiver:
         out, self._outbox = self._outbox, []
         return out
 
+    @property
+    def malformed(self) -> int:
+        """Datagrams dropped as malformed: unparsable, absurd frame ids, or refused by the FEC decoder."""
+        return self._unparsable + self._assembler.rejected
+
     def pop_outcomes(self) -> list[FrameOutcome]:
         """Frame decisions made since the last call, in frame order."""
         out, self._outcomes = self._outcomes, []
@@ -114,8 +121,8 @@ class VpxReceiver:
         self._outcomes.append(FrameOutcome(frame_id, complete, decodable, now if image is not None else None, image))
         self._next = frame_id + 1
 
-    def _break_chain(self, now: float) -> None:
-        self._chain_ok = False
+    def _request_keyframe(self, now: float) -> None:
+        """Ask for a keyframe (PLI) while the chain is broken, at most every 0.2 s."""
         if self.keyframe_requests and now - self._last_request_s >= KEYFRAME_REQUEST_INTERVAL_S:
             self._last_request_s = now
             self._send(Feedback(FeedbackKind.KEYFRAME_REQUEST, self._next), None, "keyframe-request")
@@ -137,12 +144,14 @@ class VpxReceiver:
                     self._decide(frame_id, True, True, now, image)
                 else:
                     self._decide(frame_id, True, False, now)
-                    self._break_chain(now)
+                    self._chain_ok = False
             elif self._later_complete_keyframe(frame_id) or self._newest_seen > frame_id + self.deadline_frames:
                 self._decide(frame_id, False, False, now)
-                self._break_chain(now)
+                self._chain_ok = False
             else:
                 break
+        if not self._chain_ok and self._next > 0:
+            self._request_keyframe(now)  # only if skipping ahead to a keyframe did not already mend it
         self._assembler.forget_before(self._next)
 
     def _later_complete_keyframe(self, frame_id: int) -> bool:

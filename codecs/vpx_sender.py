@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
-
 from testbed.codecs.endpoint import Datagram
 from testbed.codecs.frame_protection import FrameProtector
 from testbed.codecs.framing import FeedbackKind, MediaPacket, parse_feedback
@@ -69,7 +68,7 @@ class VpxSender:
         self._next_frame = 0
         self._seq = 0
         self._outbox: list[Datagram] = []
-        self._unacked: dict[int, float] = {}  # frame id -> capture time, since the last keyframe
+        self._unacked: set[int] = set()  # frames sent since the last keyframe and not acknowledged
         self._newest_acked = -1
         self._force_keyframe = False
         self._ratio = config.ratio if config.ratio is not None else Fraction(0)
@@ -96,7 +95,9 @@ class VpxSender:
         if feedback is None:
             return
         if feedback.kind == FeedbackKind.ACK:
-            self._unacked.pop(feedback.frame_id, None)
+            if feedback.frame_id >= self._next_frame:
+                return  # acknowledges a frame never sent: hostile or corrupt
+            self._unacked.discard(feedback.frame_id)
             self._newest_acked = max(self._newest_acked, feedback.frame_id)
         elif feedback.kind == FeedbackKind.REPORT and self.config.ratio is None:
             ratio = LOSS_RATIO if feedback.lost > 0 else Fraction(0)
@@ -109,12 +110,13 @@ class VpxSender:
         out, self._outbox = self._outbox, []
         return out
 
-    def _keyframe_due(self, capture_s: float) -> bool:
+    def _keyframe_due(self, frame_id: int) -> bool:
         """Ringmaster/Tambur: an old unacked frame, or acks running more than tau past a missing frame."""
         if not self._unacked:
             return False
         oldest = min(self._unacked)
-        return (capture_s - self._unacked[oldest] > UNACKED_TIMEOUT_S
+        # Ages in frames, not float seconds: 62/30 - 32/30 must be exactly 1 s, which is not "older".
+        return (frame_id - oldest > UNACKED_TIMEOUT_S * self.source.fps
                 or self._newest_acked - oldest > self.config.tau)
 
     def _current_ratio(self, frame_id: int) -> Fraction:
@@ -124,7 +126,7 @@ class VpxSender:
 
     def _send_frame(self, frame_id: int, now: float) -> None:
         capture_s = frame_id / self.source.fps
-        forced = self._force_keyframe or self._keyframe_due(capture_s)
+        forced = self._force_keyframe or self._keyframe_due(frame_id)
         self._force_keyframe = False
         clip_index = self.source.clip_index(frame_id)
         if clip_index not in self._yuv_frames:
@@ -132,7 +134,7 @@ class VpxSender:
         encoded = self._encoder.encode(self._yuv_frames[clip_index], force_keyframe=forced)
         if encoded.keyframe:
             self._unacked.clear()  # frames before a keyframe no longer matter
-        self._unacked[frame_id] = capture_s
+        self._unacked.add(frame_id)
         ratio = self._current_ratio(frame_id)
         fragments = self._protector.protect(encoded.data, ratio)
         send_time_us = round(now * 1e6)

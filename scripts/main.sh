@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-.venv/bin/testbed run experiments/calibrate.toml --backend sim --out results/calibrate --overwrite --jobs 2
+.venv/bin/testbed run experiments/thesis-ge.toml --backend sim --out results/thesis-ge --overwrite --jobs 2

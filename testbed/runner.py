@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 
 from testbed.analysis.log_schema import FRAMES_SCHEMA, PACKETS_SCHEMA
 from testbed.analysis.summary import summarize
+from testbed.codecs.video_source import VideoError, load_clip
 from testbed.environment import describe_environment
 from testbed.sim import RunOutput, simulate
-from testbed.codecs.video_source import VideoError, load_clip
 from testbed.spec import Run, Spec
 from testbed.spec_table import SpecError
 

@@ -93,4 +93,4 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     assert "bash scripts/test.sh" in readme and "bash scripts/test.sh" in ci
     assert "bash scripts/main.sh" in readme
     main_job = (REPO / "scripts" / "main.sh").read_text()
-    assert "testbed run experiments/calibrate.toml --backend sim" in main_job
+    assert "testbed run experiments/thesis-ge.toml --backend sim" in main_job

@@ -460,7 +460,11 @@ def test_keyframe_requests_on_a_broken_chain_rate_limited(enabled):
     breaks = [t for t, o in run.decisions if not o.decodable]
     assert breaks[0] == run.arrivals[run.decision_index(k)].time
     times = [t for t, _, _ in requests]
-    assert times == greedy_requests(breaks)
+    # A request goes out on any datagram that finds the chain still broken (so a lost keyframe is asked for
+    # again), at most every 0.2 s, until the keyframe mends the chain.
+    mended = run.outcome(31).display_s
+    broken_arrivals = sorted({a.time for a in run.arrivals if breaks[0] <= a.time < mended})
+    assert times == greedy_requests(broken_arrivals)
     assert times[0] == breaks[0]
     # Feedback never returns, so the chain stays broken until the sender's 1 s keyframe (frame 31).
     assert [f.frame_id for f in sender.frames if f.keyframe] == [0, 31]
@@ -527,6 +531,19 @@ def test_streaming_fec_recovers_a_fully_lost_frame_at_frame_k_plus_3_parity(star
     assert [o.frame_id for o in run.outcomes if o.rendered] == list(range(frames))
     # The recovered frame is ACKed too (it is complete).
     assert k in {fb.frame_id for _, _, fb in run.feedback_of("ack")}
+
+
+def test_streaming_recovery_in_closed_loop_needs_no_keyframe():
+    # The recovered frame k is ACKed at frame k+3's parity, so the sender never sees ACKs more than tau = 3 past
+    # an unacked frame: no forced keyframe, every frame shown.
+    frames = 60
+    dry = make_sender(frames, fec="streaming", ratio=Fraction(1, 2))
+    dry.handle_timer(frames)
+    k = two_stripe_p_frame(dry.frames)
+    sender = make_sender(frames, fec="streaming", ratio=Fraction(1, 2), tau=3)
+    run = simulate(sender, VpxReceiver("vp9", "streaming", tau=3), drop=drop_frames(k), close_loop=True)
+    assert [f.frame_id for f in sender.frames if f.keyframe] == [0]
+    assert [o.frame_id for o in run.outcomes if o.rendered] == list(range(frames))
 
 
 def test_streaming_fec_does_not_recover_two_consecutive_lost_frames():
@@ -610,6 +627,16 @@ def test_datagrams_truncated_into_their_headers_are_malformed(fec, data):
     receiver = VpxReceiver("vp9", fec)
     assert play(receiver, [genuine[index].payload[:cut]]) == []
     assert receiver.malformed == 1
+
+
+@pytest.mark.parametrize("fec", ["block", "streaming"])
+def test_datagrams_truncated_in_their_payload_are_malformed(fec):
+    # With FEC the header fixes the payload length (block: frame size / data packets; streaming: stripes per
+    # packet), so a datagram cut short inside its payload is detectably malformed, like one cut in its header.
+    genuine = GENUINE[fec]
+    receiver = VpxReceiver("vp9", fec)
+    play(receiver, [genuine[0].payload[:-1], genuine[1].payload[: HEADER_BYTES[fec] + 1]])
+    assert receiver.malformed == 2
 
 
 @pytest.mark.parametrize("fec", FEC_KINDS)

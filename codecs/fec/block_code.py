@@ -116,19 +116,26 @@ class BlockDecoder:
     """
 
     def __init__(self) -> None:
+        self.malformed = 0  # ill-formed packets, or ones contradicting their frame's first packet
         self._pending: dict[int, _PendingFrame] = {}
         self._decoded: set[int] = set()
         self._forgotten_below = 0
 
     def receive(self, frame_id: int, packet: BlockPacket) -> bytes | None:
         """The frame's bytes the first time it becomes decodable, else None."""
-        if frame_id < self._forgotten_below or frame_id in self._decoded or not _well_formed(packet):
+        if frame_id < self._forgotten_below or frame_id in self._decoded:
+            return None
+        if not _well_formed(packet):
+            self.malformed += 1
             return None
         frame = self._pending.get(frame_id)
         if frame is None:
             frame = _PendingFrame(packet.data_packets, packet.parity_packets, packet.frame_size, len(packet.payload))
             self._pending[frame_id] = frame
-        if not frame.matches(packet) or packet.position in frame.payloads:
+        if not frame.matches(packet):
+            self.malformed += 1
+            return None
+        if packet.position in frame.payloads:
             return None
         frame.payloads[packet.position] = packet.payload
         if len(frame.payloads) < frame.data_packets:
