@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
 import pyarrow as pa
 
 from testbed.codecs.endpoint import Endpoint
@@ -34,9 +36,17 @@ class ProbeSession:
 Session = ProbeSession | VideoSession
 
 
+@functools.lru_cache(maxsize=1)
+def _clip(source: str, size: tuple[int, int]) -> np.ndarray:
+    """Decoded clip, kept for the next run of the same video (sweeps run many in a row); read-only."""
+    clip = load_clip(source, size)
+    clip.flags.writeable = False
+    return clip
+
+
 def _video_source(run: Run) -> VideoSource:
     assert run.video is not None
-    clip = load_clip(run.video.source, run.video.size)
+    clip = _clip(run.video.source, run.video.size)
     return VideoSource(clip, run.experiment.fps, run.experiment.duration_s, run.video.loop)
 
 
