@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from testbed.analysis.log_schema import FORWARD_FLOWS
 
 RUN_KEYS = ["scheme", "network", "video", "seed"]

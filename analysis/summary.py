@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+
 from testbed.analysis.network_summary import RUN_KEYS, summarize_network
 from testbed.analysis.video_summary import summarize_video
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from testbed.analysis.freeze import w3c_freezes
 from testbed.analysis.network_summary import AGGREGATE_KEYS, ALL, RUN_KEYS
 

@@ -16,12 +16,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+
 from testbed.emulator.link import ConstantRateParams, DeliveryTraceParams, Link, LinkParams
 from testbed.emulator.loss import GilbertElliottParams
-from testbed.traces.mahimahi import constant_rate_trace
-
 from testbed.sim import simulate
 from testbed.spec import load_spec
+from testbed.traces.mahimahi import constant_rate_trace
 
 HERE = Path(__file__).resolve().parent
 THESIS_GE = GilbertElliottParams(p=0.068, r=0.852, loss_good=0.04, loss_bad=0.5)

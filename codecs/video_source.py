@@ -10,6 +10,7 @@ from typing import Literal
 import av
 import numpy as np
 from av.video.reformatter import Interpolation
+
 from testbed.codecs.synthetic_video import SYNTHETIC_NAMES, synthetic_clip
 
 VIDEO_EXTENSIONS = (".y4m", ".mp4", ".mkv", ".webm")

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from testbed.codecs.endpoint import Datagram
 from testbed.codecs.frame_protection import FrameAssembler
 from testbed.codecs.framing import Feedback, FeedbackKind, parse_media

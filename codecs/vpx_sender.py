@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import av
+
 from testbed.codecs.endpoint import Datagram
 from testbed.codecs.frame_protection import FrameProtector
 from testbed.codecs.framing import FeedbackKind, MediaPacket, parse_feedback

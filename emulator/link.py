@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+
 from testbed.emulator.delay import PropagationDelay
 from testbed.emulator.loss import (
     BernoulliLoss,

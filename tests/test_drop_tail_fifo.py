@@ -12,6 +12,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from testbed.emulator.link import DROP_QUEUE, ConstantRateParams, Link, LinkParams
 from testbed.emulator.queue import DropTailQueue
 

@@ -10,6 +10,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from testbed.codecs.fec import gf256
 from testbed.codecs.fec.block_code import BlockDecoder, BlockEncoder, BlockPacket, cauchy_parity_matrix
 

@@ -6,22 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from testbed.codecs.fec import gf256
 
+from gf_reference import slow_mul
+
 ALL = np.arange(256, dtype=np.uint8)
-
-
-def slow_mul(a: int, b: int) -> int:
-    """Shift-and-add multiplication modulo x^8+x^4+x^3+x^2+1, independent of the kernel's tables."""
-    product = 0
-    while b:
-        if b & 1:
-            product ^= a
-        a <<= 1
-        if a & 0x100:
-            a ^= 0x11D
-        b >>= 1
-    return product
 
 
 SLOW = [[slow_mul(a, b) for b in range(256)] for a in range(256)]

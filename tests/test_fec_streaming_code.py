@@ -9,6 +9,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from testbed.codecs.fec.streaming_code import (
     MAX_FRAME_JUMP,
     StreamingDecoder,

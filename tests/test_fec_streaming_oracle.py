@@ -28,24 +28,15 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import pytest
+
 from testbed.codecs.fec.streaming_code import StreamingDecoder, StreamingEncoder, StreamingPacket
+
+from gf_reference import slow_mul
 
 # --- independent GF(256) and code definition ---------------------------------------------------------
 
 
-def _slow_mul(a: int, b: int) -> int:
-    product = 0
-    while b:
-        if b & 1:
-            product ^= a
-        a <<= 1
-        if a & 0x100:
-            a ^= 0x11D
-        b >>= 1
-    return product
-
-
-MUL = [[_slow_mul(a, b) for b in range(256)] for a in range(256)]
+MUL = [[slow_mul(a, b) for b in range(256)] for a in range(256)]
 INV = [0] + [next(b for b in range(1, 256) if MUL[a][b] == 1) for a in range(1, 256)]
 
 

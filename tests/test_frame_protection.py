@@ -10,6 +10,7 @@ from fractions import Fraction
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from testbed.codecs.fec.streaming_layout import FrameLayout
 from testbed.codecs.frame_protection import FrameAssembler, FrameProtector
 from testbed.codecs.framing import BlockFields, MediaPacket, StreamingFields, parse_media

@@ -7,6 +7,7 @@ import struct
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+
 from testbed.codecs.framing import (
     BlockFields,
     FecKind,

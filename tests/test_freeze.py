@@ -14,6 +14,7 @@ from itertools import pairwise
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from testbed.analysis.freeze import (
     Freeze,
     FreezeStats,

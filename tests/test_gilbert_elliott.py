@@ -15,6 +15,7 @@ import random
 
 import numpy as np
 import pytest
+
 from testbed.emulator.link import Link, LinkParams
 from testbed.emulator.loss import GilbertElliottLoss, GilbertElliottParams
 from testbed.emulator.random_stream import UniformStream

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from testbed.emulator.delay import PropagationDelay
 from testbed.emulator.link import (
     DROP_LOSS,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
 from testbed.analysis.quality import luma, psnr, psnr_y, ssim, ssim_db
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+
 from testbed.emulator.link import DROP_QUEUE, DeliveryTraceParams, Link, LinkParams, RateScheduleParams
 from testbed.emulator.serializer import (
     MAHIMAHI_OPPORTUNITY_BYTES,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from testbed.emulator.link import ConstantRateParams, DeliveryTraceParams, RateScheduleParams
 from testbed.emulator.loss import GilbertElliottParams
-
 from testbed.spec import load_spec
 from testbed.spec_table import SpecError
 

@@ -4,6 +4,7 @@ import pickle
 from pathlib import Path
 
 import pytest
+
 from testbed.traces.errors import TraceError
 from testbed.traces.textfile import content_lines, read_lines
 

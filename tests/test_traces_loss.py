@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from testbed.traces.errors import TraceError
 from testbed.traces.loss_trace import read_loss_intervals, read_packet_outcomes
+
 from trace_helpers import expect_trace_error, reuse_tmp_path, write_bytes
 
 

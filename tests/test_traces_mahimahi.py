@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from testbed.traces.errors import TraceError
 from testbed.traces.mahimahi import (
     BITS_PER_OPPORTUNITY,
@@ -14,6 +15,7 @@ from testbed.traces.mahimahi import (
     read_mahimahi_trace,
     write_mahimahi_trace,
 )
+
 from trace_helpers import expect_trace_error, reuse_tmp_path, write_bytes
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+
 from testbed.codecs.synthetic_video import SYNTHETIC_NAMES, synthetic_clip
 from testbed.codecs.video_source import SAMPLE_FILES, VideoError, VideoSource, fit_frame, load_clip
 

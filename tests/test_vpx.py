@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from testbed.codecs import vpx
 from testbed.codecs.vpx import DecodeError, EncodedFrame, VpxDecoder, VpxEncoder, is_keyframe
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
 from testbed.codecs.endpoint import Datagram
 from testbed.codecs.framing import (
     Feedback,

@@ -7,6 +7,7 @@ from typing import Callable
 
 import pytest
 from hypothesis import HealthCheck, settings
+
 from testbed.traces.errors import TraceError
 
 # Hypothesis reuses tmp_path across examples; each example overwrites the same file, so that is safe.

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
 from testbed.traces.errors import TraceError
 from testbed.traces.textfile import read_lines
 

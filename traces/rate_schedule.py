@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from testbed.traces.csv_pairs import read_number_pairs
 from testbed.traces.errors import TraceError
 

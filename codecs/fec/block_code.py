@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
+
 from testbed.codecs.fec import gf256
 
 MAX_BLOCK_PACKETS = 255

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 
 import numpy as np
+
 from testbed.codecs.fec import gf256
 from testbed.codecs.fec.streaming_coefficients import coefficient_table
 from testbed.codecs.fec.streaming_layout import (

@@ -22,6 +22,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
+
 from testbed.codecs.fec import gf256
 from testbed.codecs.fec.streaming_layout import MAX_DATA_STRIPES, MAX_PARITY_STRIPES, is_u_stripe
 
