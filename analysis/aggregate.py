@@ -21,7 +21,7 @@
   frame ends it). Aggregate rows hold the mean over runs of every per-run figure, ``freeze_mean_s`` and
   ``freeze_time_pct`` included (a run without freezes contributes 0).
 - ``bitrate_kbps`` / ``delivered_kbps`` are per-run means of the 1 s windows of testbed.analysis.bitrate
-  (forward flows: media + FEC); aggregate rows hold their mean over runs.
+  (forward flows: media + FEC); aggregate rows hold their mean over the runs that have packets.
 
 ``paired_deltas`` pairs each scheme with a baseline scheme on the same (network, video, seed) and
 ``summarize_deltas`` gives the mean delta per (network, scheme, metric) with a percentile-bootstrap CI
@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from testbed.analysis.bitrate import WINDOW_MS, bitrate_windows
-from testbed.analysis.freeze import FreezeStats, libwebrtc_freezes, w3c_freezes
+from testbed.analysis.freeze import libwebrtc_freezes, w3c_freezes
 from testbed.analysis.network_summary import AGGREGATE_KEYS, ALL, RUN_KEYS
 from testbed.analysis.video_summary import worst_mean
 
@@ -117,8 +117,8 @@ def quality_metrics(frames: pd.DataFrame, non_rendered: pd.Series) -> dict[str, 
 def freeze_metrics(run_frames: pd.DataFrame) -> dict[str, float]:
     """W3C and libwebrtc freezes and W3C pauses of one run, from the display times of its rendered frames."""
     display = run_frames.loc[run_frames["rendered"].astype(bool), "display_ms"].sort_values().to_list()
-    w3c: FreezeStats = w3c_freezes(display)
-    libwebrtc: FreezeStats = libwebrtc_freezes(display)
+    w3c = w3c_freezes(display)
+    libwebrtc = libwebrtc_freezes(display)
     return {
         "freeze_count": w3c.count,
         "freeze_total_s": w3c.total_s,

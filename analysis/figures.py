@@ -20,7 +20,9 @@ Conventions:
 - PSNR can be ``inf`` (shown frame identical to the original). Statistics (box plot, means, windowed
   means) cap it at ``PSNR_CAP_DB``; the CDF counts such frames but cannot draw them, so its curve then
   ends below 1.
-- Non-rendered frames are ``~frames.rendered``, the definition of ``summary.csv``'s ``non_rendered_pct``.
+- Non-rendered frames are ``~frames.rendered`` (VP9+Tambur's definition, that of ``summary.csv``'s
+  ``non_rendered_pct``) unless a boolean mask aligned to the frames' index is passed as ``non_rendered``
+  (e.g. one that judges always-rendering schemes by PSNR < 30 dB, as the thesis does for Reparo).
 - A lost packet is a forward (media/FEC) datagram that never arrived (``arrived_ms`` null), whatever the
   cause (loss model, queue overflow, still in flight at the end).
 - Matplotlib is used through ``Figure`` objects and the Agg canvas only: no pyplot, no display, no
@@ -305,19 +307,31 @@ def plot_psnr_box(frames: pd.DataFrame, out_dir: Path, colors: Mapping[str, str]
 # -------------------------------------------------------------------------------------- 3. non-rendered
 
 
-def non_rendered_pct(frames: pd.DataFrame) -> pd.DataFrame:
+def _non_rendered_mask(frames: pd.DataFrame, non_rendered: pd.Series | None) -> pd.Series:
+    """The given mask (aligned to `frames`' index), else ~rendered; NaN where neither says."""
+    if non_rendered is not None:
+        return non_rendered.reindex(frames.index).astype("boolean")
+    return ~frames["rendered"].astype("boolean")
+
+
+def non_rendered_pct(frames: pd.DataFrame, non_rendered: pd.Series | None = None) -> pd.DataFrame:
     """Percentage of frames not rendered per (network, scheme), all videos and seeds pooled."""
-    data = frames[frames["rendered"].notna()]
-    table = (~data["rendered"].astype(bool)).groupby([data["network"], data["scheme"]], sort=False).mean() * 100
+    mask = _non_rendered_mask(frames, non_rendered)
+    known = mask.notna()
+    table = mask[known].astype(float).groupby([frames.loc[known, "network"], frames.loc[known, "scheme"]],
+                                              sort=False).mean() * 100
     return table.rename("non_rendered_pct").reset_index()
 
 
 @_styled
-def build_non_rendered(frames: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Figure | None:
+def build_non_rendered(frames: pd.DataFrame, colors: Mapping[str, str] | None = None,
+                       non_rendered: pd.Series | None = None) -> Figure | None:
     """Bars of non-rendered frames (%) per network, one bar per scheme (Fig. 5-7); values printed on top."""
-    if frames is None or frames.empty or "rendered" not in frames or frames["rendered"].isna().all():
+    if frames is None or frames.empty or (non_rendered is None and "rendered" not in frames):
         return None
-    table = non_rendered_pct(frames)
+    table = non_rendered_pct(frames, non_rendered)
+    if table.empty:
+        return None
     networks = _unique(table["network"])
     schemes = _scheme_order(table["scheme"], colors)
     colors = _colors_for(schemes, colors)
@@ -339,10 +353,10 @@ def build_non_rendered(frames: pd.DataFrame, colors: Mapping[str, str] | None = 
     return fig
 
 
-def plot_non_rendered(frames: pd.DataFrame, out_dir: Path,
-                      colors: Mapping[str, str] | None = None) -> Path | None:
+def plot_non_rendered(frames: pd.DataFrame, out_dir: Path, colors: Mapping[str, str] | None = None,
+                      non_rendered: pd.Series | None = None) -> Path | None:
     """Write non_rendered.png (see build_non_rendered)."""
-    return save(build_non_rendered(frames, colors), Path(out_dir) / FILE_NAMES["non_rendered"])
+    return save(build_non_rendered(frames, colors, non_rendered), Path(out_dir) / FILE_NAMES["non_rendered"])
 
 
 # ----------------------------------------------------------------------------------- run selection
@@ -423,13 +437,17 @@ def bad_state_frames(packets: pd.DataFrame) -> list[int]:
 def build_time_series(frames: pd.DataFrame, packets: pd.DataFrame | None, network: str | None = None,
                       video: str | None = None, seed: int | None = None,
                       frame_range: tuple[int, int] | None = None,
-                      colors: Mapping[str, str] | None = None) -> Figure | None:
+                      colors: Mapping[str, str] | None = None,
+                      non_rendered: pd.Series | None = None) -> Figure | None:
     """Fig. 5-8 for one (network, video, seed), by default the lossiest network's first run.
 
-    Three panels over frame index: lost forward packets per frame per scheme (grey bands: frames whose
-    packets met the GE bad state), non-rendered frames as one row of marks per scheme, and PSNR per scheme.
+    Three panels over frame index: lost forward packets per frame per scheme (one marker per frame that
+    lost any), non-rendered frames as one row of marks per scheme, and PSNR per scheme; grey bands mark
+    the frames whose packets met the Gilbert-Elliott bad state.
     `frame_range` = (first, last) frame ids, inclusive, zooms in.
     """
+    if frames is not None and not frames.empty:
+        frames = frames.assign(_non_rendered=_non_rendered_mask(frames, non_rendered).fillna(False))
     if not _has_psnr(frames):
         return None
     run = select_run(frames, packets, network, video, seed)
@@ -448,20 +466,24 @@ def build_time_series(frames: pd.DataFrame, packets: pd.DataFrame | None, networ
     fig = _new_figure(10.0, 7.0)
     ax_loss, ax_nr, ax_psnr = fig.subplots(3, 1, sharex=True, height_ratios=[2, 0.4 + 0.35 * len(schemes), 3])
 
-    for first, last in _spans(bad_state_frames(run_packets)):
-        ax_loss.axvspan(first - 0.5, last + 0.5, color=_BAD_STATE_COLOR, lw=0, zorder=0)
-    for scheme in schemes:
+    bad = _spans(bad_state_frames(run_packets))
+    for ax in (ax_loss, ax_nr, ax_psnr):
+        for first, last in bad:
+            ax.axvspan(first - 0.5, last + 0.5, color=_BAD_STATE_COLOR, lw=0, zorder=0)
+    for k, scheme in enumerate(schemes):
         ids = run_frames.loc[run_frames["scheme"] == scheme, "frame_id"].to_numpy()
         lost = lost_packets_per_frame(run_packets[run_packets["scheme"] == scheme], ids)
-        ax_loss.plot(ids, lost, drawstyle="steps-mid", color=colors[scheme], lw=1.2, label=scheme)
+        hit = lost > 0
+        ax_loss.plot(ids[hit], lost[hit], linestyle="none", marker=_MARKERS[k % len(_MARKERS)], markersize=4,
+                     markerfacecolor="none", markeredgecolor=colors[scheme], markeredgewidth=1.2, label=scheme)
     ax_loss.set_ylabel("lost packets\nper frame")
-    ax_loss.set_ylim(bottom=0)
-    if bad_state_frames(run_packets):
+    ax_loss.set_ylim(0, max(1.0, ax_loss.get_ylim()[1]))
+    if bad:
         ax_loss.legend(handles=[Patch(color=_BAD_STATE_COLOR, label="GE bad state")], loc="upper right")
 
     for row, scheme in enumerate(schemes):
         mine = run_frames[run_frames["scheme"] == scheme]
-        ids = mine.loc[~mine["rendered"].astype(bool), "frame_id"].to_numpy()
+        ids = mine.loc[mine["_non_rendered"].astype(bool), "frame_id"].to_numpy()
         ax_nr.plot(ids, np.full(len(ids), row), linestyle="none", marker="|", markersize=9,
                    markeredgewidth=1.5, color=colors[scheme], label=scheme)
     ax_nr.set_yticks(range(len(schemes)), schemes)
@@ -503,20 +525,27 @@ def build_frame_sizes(frames: pd.DataFrame, packets: pd.DataFrame | None = None,
     run_frames = _run_rows(frames, run).sort_values("frame_id")
     schemes = _scheme_order(run_frames["scheme"], colors)
     colors = _colors_for(schemes, colors)
-    fig = _new_figure(10.0, 1.0 + 1.9 * len(schemes))
+    fig = _new_figure(10.0, 1.2 + (1.9 if len(schemes) <= 4 else 1.45) * len(schemes))
     axes = _subplots(fig, len(schemes), max_cols=1, sharex=True, sharey=True)
+    top = 0.0
     for ax, scheme in zip(axes, schemes):
         mine = run_frames[run_frames["scheme"] == scheme]
         kbytes = mine["sent_bytes"].to_numpy(dtype=float) / 1000
+        top = max(top, float(np.nanmax(kbytes)) if len(kbytes) else 0.0)
         ax.plot(mine["frame_id"], kbytes, color=colors[scheme], lw=0.9, label=scheme)
         key = mine["keyframe"].fillna(False).astype(bool).to_numpy()
         ax.plot(mine["frame_id"].to_numpy()[key], kbytes[key], linestyle="none", marker="v", markersize=7,
                 markerfacecolor=colors[scheme], markeredgecolor="black", label="keyframe")
-        ax.set_title(f"{scheme}: {int(key.sum())} keyframes, mean {np.nanmean(kbytes):.2f} kB/frame",
-                     loc="left", fontsize=10)
+        count = int(key.sum())
+        ax.set_title(f"{scheme}: {count} keyframe{'' if count == 1 else 's'}, mean {np.nanmean(kbytes):.2f} kB"
+                     f" per frame", loc="left", fontsize=10)
         ax.set_ylabel("kB")
-        ax.set_ylim(bottom=0)
-        ax.legend(loc="upper right")
+    # After all plots: set_ylim turns autoscaling off, and the axes share y.
+    axes[0].set_ylim(0, max(top, 1e-3) * 1.1)
+    handles = [Line2D([], [], color=colors[s], lw=2, label=s) for s in schemes]
+    handles.append(Line2D([], [], linestyle="none", marker="v", markersize=7, markerfacecolor="white",
+                          markeredgecolor="black", label="keyframe"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), frameon=False)
     axes[-1].set_xlabel("frame index")
     fig.suptitle(f"Bytes sent per frame: network {run[0]}, video {run[1]}, seed {run[2]}")
     return fig

@@ -150,7 +150,8 @@ def lpips_available(weights_path: Path | None = None) -> tuple[bool, str]:
         return False, "PyTorch is not installed (pip install torch==2.13.0 for the CPU build)"
     path = Path(weights_path) if weights_path is not None else default_weights_path()
     if not path.is_file():
-        return False, f"LPIPS weights not found at {path} (run scripts/fetch_lpips_weights.sh; ${WEIGHTS_ENV} moves them)"
+        hint = f"run scripts/fetch_lpips_weights.sh; ${WEIGHTS_ENV} names another directory"
+        return False, f"LPIPS weights not found at {path} ({hint})"
     return True, ""
 
 
@@ -200,7 +201,12 @@ class LpipsMetric:
 
         # (OIHW kernel, bias, stride, padding) per AlexNet convolution.
         self._convs = [
-            (tensor(arrays[("AlexNet_0", name, "kernel")].transpose(3, 2, 0, 1)), tensor(arrays[("AlexNet_0", name, "bias")]), stride, pad)
+            (
+                tensor(arrays[("AlexNet_0", name, "kernel")].transpose(3, 2, 0, 1)),
+                tensor(arrays[("AlexNet_0", name, "bias")]),
+                stride,
+                pad,
+            )
             for name, _, stride, pad in ALEXNET_CONVS
         ]
         # Per-channel lin weights as (1, C, 1, 1), ready to broadcast over (N, C, H, W).
@@ -222,7 +228,7 @@ class LpipsMetric:
         outputs = []
         x = images
         for index, (kernel, bias, stride, pad) in enumerate(self._convs):
-            x = functional.relu(functional.conv2d(x, kernel, bias, stride=stride, padding=pad))
+            x = functional.relu(functional.conv2d(x, kernel, bias, stride=stride, padding=pad), inplace=True)
             outputs.append(x)
             if index in POOL_AFTER:
                 x = functional.max_pool2d(x, kernel_size=3, stride=2)
@@ -272,5 +278,6 @@ class LpipsMetric:
         """LPIPS of two same-shaped (H, W, 3) uint8 RGB frames."""
         for what, frame in (("reference", reference), ("test", test)):
             if not isinstance(frame, np.ndarray) or frame.ndim != 3:
-                raise ValueError(f"{what}: expected one (H, W, 3) uint8 RGB frame, got {getattr(frame, 'shape', frame)}")
+                got = getattr(frame, "shape", type(frame).__name__)
+                raise ValueError(f"{what}: expected one (H, W, 3) uint8 RGB frame, got {got}")
         return float(self.batch(reference[None], test[None])[0])

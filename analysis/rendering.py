@@ -37,19 +37,24 @@ def _check_psnr(psnr: pd.Series, what: str) -> None:
         raise ValueError(f"{what} has {int(psnr.isna().sum())} frames without psnr_db")
 
 
+def _first_key(keys: pd.DataFrame) -> tuple:
+    """The first row of `keys` as plain Python values, for readable error messages."""
+    return next(keys.itertuples(index=False, name=None))
+
+
 def _lossless_psnr(frames: pd.DataFrame, lossless_frames: pd.DataFrame) -> pd.Series:
     """The loss-free PSNR of each frame's twin, aligned with `frames`; raises on missing or ambiguous twins."""
     twins = lossless_frames[PAIR_KEYS + ["psnr_db"]]
     duplicated = twins.duplicated(PAIR_KEYS)
     if duplicated.any():
-        key = tuple(twins.loc[duplicated, PAIR_KEYS].iloc[0])
+        key = _first_key(twins.loc[duplicated, PAIR_KEYS])
         raise ValueError(f"loss-free frames are ambiguous: {int(duplicated.sum())} repeat a "
                          f"(scheme, video, seed, frame_id), e.g. {key} (pass the frames of one loss-free network)")
     _check_psnr(twins["psnr_db"], "the loss-free frames table")
     paired = frames[PAIR_KEYS].merge(twins, on=PAIR_KEYS, how="left")
     missing = paired["psnr_db"].isna()
     if missing.any():
-        key = tuple(paired.loc[missing, PAIR_KEYS].iloc[0])
+        key = _first_key(paired.loc[missing, PAIR_KEYS])
         raise ValueError(f"{int(missing.sum())} frames have no loss-free twin, e.g. (scheme, video, seed, "
                          f"frame_id) = {key}")
     # A left merge keeps the left order, so positions line up with `frames`.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the testbed needs on a Debian/Ubuntu machine: system packages with apt-get, Python
 # packages into ./.venv. Idempotent. The README commands, CI (.ci/run) and the Vagrant VM all use it.
+# --with-browser also installs Debian's Chromium, which the report tests open the HTML report in.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 system_packages=(iproute2 ethtool)
+if [ "${1:-}" = "--with-browser" ]; then
+  system_packages+=(chromium)
+fi
 if command -v apt-get >/dev/null 2>&1; then
   "${as_root[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends \

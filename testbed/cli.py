@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=1, help="parallel processes (results are identical)")
     run.add_argument("--seed", type=int, help="run only this seed instead of the spec's seeds")
     run.add_argument("--overwrite", action="store_true", help="replace an existing results directory")
+    report = commands.add_parser("report", help="write report.html, report.md, figures and tables of a results directory")
+    report.add_argument("results", type=Path, help="a results directory written by `testbed run`")
     commands.add_parser("doctor", help="report what this machine can run")
     return parser
 
@@ -91,6 +93,25 @@ def _run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace, console: Console) -> int:
+    missing = [name for name in ("spec.toml", "environment.json", "frames.parquet", "packets.parquet", "summary.csv")
+               if not (args.results / name).is_file()]
+    if missing:
+        raise OutputDirError(f"{args.results}: not a results directory (missing {', '.join(missing)})")
+    from testbed.analysis.report import build_report  # matplotlib loads only for reports
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("report", total=None)
+
+        def on_step(done: int, total: int, label: str) -> None:
+            progress.update(task, completed=done, total=total, description=label)
+
+        written = build_report(args.results, on_step)
+    console.print(f"report written to {written['report.html']} ({len(written)} files)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `testbed` console script."""
     args = _parser().parse_args(argv)
@@ -101,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             from testbed.doctor import main as doctor_main
 
             return doctor_main()
+        if args.command == "report":
+            return _report(args, console)
         return _run(args, console)
     except (SpecError, OutputDirError) as error:
         errors.print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)
