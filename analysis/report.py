@@ -34,8 +34,8 @@ FIGURE_CAPTIONS = {
     "non_rendered": "Frames not rendered, per network and scheme.",
     "time_series": "One run over time: lost packets and Gilbert-Elliott state per frame, non-rendered frames, PSNR.",
     "frame_sizes": "Bytes sent per frame (media + FEC + headers); keyframes marked.",
-    "psnr_vs_target": "Mean PSNR against the scheme's target bitrate.",
-    "adaptive": "Achieved bitrate, resolution and quality over time of adaptive schemes.",
+    "bitrate_sweep": "Mean PSNR (and bitrate sent) against the scheme's target bitrate.",
+    "adaptation": "Achieved bitrate, resolution and quality over time of adaptive schemes.",
 }
 
 
