@@ -18,7 +18,7 @@ from testbed.analysis.log_schema import FORWARD_FLOWS
 from testbed.analysis.network_summary import RUN_KEYS
 
 WINDOW_MS = 1000.0
-BITRATE_COLUMNS = ["window", "start_s", "media_kbps", "fec_kbps", "total_kbps", "delivered_kbps"]
+BITRATE_COLUMNS = ["window", "start_s", "media_kbps", "fec_kbps", "rtx_kbps", "total_kbps", "delivered_kbps"]
 
 
 def _window_kbps(times_ms: np.ndarray, sizes: np.ndarray, windows: int, window_ms: float) -> np.ndarray:
@@ -42,13 +42,15 @@ def _run_windows(run: pd.DataFrame, window_ms: float) -> dict[str, np.ndarray]:
     delivered = ~np.isnan(arrived)
     media = _window_kbps(sent[flow == "media"], sizes[flow == "media"], windows, window_ms)
     fec = _window_kbps(sent[flow == "fec"], sizes[flow == "fec"], windows, window_ms)
+    rtx = _window_kbps(sent[flow == "rtx"], sizes[flow == "rtx"], windows, window_ms)
     index = np.arange(windows)
     return {
         "window": index,
         "start_s": index * window_ms / 1000.0,
         "media_kbps": media,
         "fec_kbps": fec,
-        "total_kbps": media + fec,
+        "rtx_kbps": rtx,
+        "total_kbps": media + fec + rtx,
         "delivered_kbps": _window_kbps(arrived[delivered], sizes[delivered], windows, window_ms),
     }
 

@@ -38,4 +38,4 @@ FRAMES_SCHEMA = pa.schema(RUN_COLUMNS + [
 ])
 
 # Flows carried by the forward path; every other flow is feedback on the reverse path.
-FORWARD_FLOWS = ("media", "fec")
+FORWARD_FLOWS = ("media", "fec", "rtx")

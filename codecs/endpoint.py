@@ -15,7 +15,8 @@ from typing import Protocol
 class Datagram:
     """A payload to send, with its flow and frame for the packet log (frame None if not a frame).
 
-    Flows: "media" and "fec" (parity) go forward; "ack", "report" and "keyframe-request" are feedback.
+    Flows: "media", "fec" (parity) and "rtx" (retransmissions) go forward; "ack", "report",
+    "keyframe-request" and "nack" are feedback.
     """
 
     payload: bytes

@@ -16,6 +16,8 @@ Media datagram = MediaHeader (22 bytes) + FEC extension (by `fec`) + payload:
 Feedback datagram (14 bytes): u8 packet type (2 = feedback), u8 kind (1 ACK of a complete frame,
 2 keyframe request, 3 quality report), u32 frame id, u32 packets received, u32 packets lost (the last
 two only in reports, counted since the previous report).
+NACK datagram (8 + 4n bytes): u8 packet type (2), u8 kind (4 = NACK), u32 newest frame id seen,
+u16 n (1..256), n x u32 sequence numbers to retransmit.
 
 Parsers return None for anything malformed, truncated or hostile; they never raise.
 """
@@ -34,6 +36,8 @@ _STREAMING = struct.Struct("!IBBHHHIB")
 _BLOCK = struct.Struct("!HHHI")
 _PLAIN = struct.Struct("!I")
 _FEEDBACK = struct.Struct("!BBIII")
+_NACK = struct.Struct("!BBIH")
+MAX_NACK_SEQS = 256
 _SIZE = struct.Struct("!I")
 
 FLAG_KEYFRAME = 0x01
@@ -55,6 +59,7 @@ class FeedbackKind(IntEnum):
     ACK = 1
     KEYFRAME_REQUEST = 2
     REPORT = 3
+    NACK = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,15 +130,19 @@ class MediaPacket:
 
 @dataclass(frozen=True, slots=True)
 class Feedback:
-    """One feedback datagram from the receiver to the sender."""
+    """One feedback datagram from the receiver to the sender (`seqs` only in a NACK)."""
 
     kind: FeedbackKind
     frame_id: int
     received: int = 0
     lost: int = 0
+    seqs: tuple[int, ...] = ()
 
     def serialize(self) -> bytes:
         """The datagram bytes."""
+        if self.kind == FeedbackKind.NACK:
+            header = _NACK.pack(PACKET_FEEDBACK, self.kind, self.frame_id, len(self.seqs))
+            return header + struct.pack(f"!{len(self.seqs)}I", *self.seqs)
         return _FEEDBACK.pack(PACKET_FEEDBACK, self.kind, self.frame_id, self.received, self.lost)
 
 
@@ -181,9 +190,14 @@ def parse_media(data: bytes) -> MediaPacket | None:
 
 def parse_feedback(data: bytes) -> Feedback | None:
     """Parse a feedback datagram; None if it is not a well-formed one."""
+    if len(data) >= _NACK.size and data[0] == PACKET_FEEDBACK and data[1] == FeedbackKind.NACK:
+        _, _, frame_id, count = _NACK.unpack_from(data)
+        if not 1 <= count <= MAX_NACK_SEQS or len(data) != _NACK.size + 4 * count:
+            return None
+        return Feedback(FeedbackKind.NACK, frame_id, seqs=struct.unpack_from(f"!{count}I", data, _NACK.size))
     if len(data) != _FEEDBACK.size:
         return None
     packet_type, kind, frame_id, received, lost = _FEEDBACK.unpack(data)
-    if packet_type != PACKET_FEEDBACK or kind not in FeedbackKind._value2member_map_:
+    if packet_type != PACKET_FEEDBACK or kind not in FeedbackKind._value2member_map_ or kind == FeedbackKind.NACK:
         return None
     return Feedback(FeedbackKind(kind), frame_id, received, lost)

@@ -6,7 +6,7 @@ was decoded). An incomplete frame is given up once a datagram of a frame more th
 later arrives (Tambur: not recovered within tau frames), which breaks the chain until a keyframe; the
 receiver skips ahead to a later complete keyframe as soon as there is one. Complete frames are ACKed;
 quality reports (datagrams received / lost) go out every 2 s; keyframe requests (WebRTC-style PLI) are
-sent on a broken chain when enabled.
+sent on a broken chain when enabled; with `nack`, gaps in sequence numbers are NACKed for retransmission.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 
 from testbed.codecs.endpoint import Datagram
 from testbed.codecs.frame_protection import FrameAssembler
-from testbed.codecs.framing import Feedback, FeedbackKind, parse_media
+from testbed.codecs.framing import MAX_NACK_SEQS, Feedback, FeedbackKind, parse_media
 from testbed.codecs.vpx import DecodeError, VpxDecoder, is_keyframe
 
 REPORT_INTERVAL_S = 2.0
@@ -46,9 +46,10 @@ class VpxReceiver:
     """Reassembles, FEC-decodes, orders and decodes frames; sends ACKs, reports, keyframe requests."""
 
     def __init__(self, codec: str, fec: str, tau: int = 3, deadline_frames: int = 3,
-                 keyframe_requests: bool = False):
+                 keyframe_requests: bool = False, nack: bool = False):
         self.deadline_frames = deadline_frames
         self.keyframe_requests = keyframe_requests
+        self.nack = nack
         self.codec = codec
         self._decoder = VpxDecoder(codec)
         self._assembler = FrameAssembler(fec, tau)
@@ -75,6 +76,10 @@ class VpxReceiver:
         if self._report_at is None:
             self._report_at = now + REPORT_INTERVAL_S
         self._seqs_in_report += 1
+        if self.nack and packet.seq > self._highest_seq + 1:
+            # A gap in sequence numbers: ask for the missing datagrams once (paths keep order by default).
+            missing = range(max(self._highest_seq + 1, packet.seq - MAX_NACK_SEQS), packet.seq)
+            self._send(Feedback(FeedbackKind.NACK, packet.frame_id, seqs=tuple(missing)), None, "nack")
         self._highest_seq = max(self._highest_seq, packet.seq)
         # Datagrams of decided frames still go to the assembler: streaming parity rebuilds later frames.
         self._newest_seen = max(self._newest_seen, packet.frame_id)

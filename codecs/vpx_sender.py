@@ -22,6 +22,8 @@ from testbed.codecs.vpx import VpxEncoder, to_yuv420
 
 FLOW_MEDIA = "media"
 FLOW_FEC = "fec"
+FLOW_RTX = "rtx"
+RTT_SMOOTHING = 1 / 8  # RFC 6298's alpha
 UNACKED_TIMEOUT_S = 1.0
 RATIO_LAG_FRAMES = 3
 LOSS_RATIO = Fraction(1, 2)
@@ -39,6 +41,7 @@ class VpxSenderConfig:
     mtu: int = 1200
     keyframe_interval: int | None = None
     keyframe_on_request: bool = False
+    retransmissions: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,9 @@ class VpxSender:
         self._pending_ratios: list[tuple[int, Fraction]] = []
         # Clips loop, so each clip frame is converted to yuv420p once (the conversion costs as much as encoding).
         self._yuv_frames: dict[int, av.VideoFrame] = {}
+        self._history: dict[int, Datagram] = {}  # seq -> datagram of the last second, for retransmission
+        self._retransmitted: set[int] = set()
+        self.smoothed_rtt_s: float | None = None
         self.frames: list[SentFrame] = []
 
     def get_timer(self) -> float | None:
@@ -99,12 +105,30 @@ class VpxSender:
             if feedback.frame_id >= self._next_frame:
                 return  # acknowledges a frame never sent: hostile or corrupt
             self._unacked.discard(feedback.frame_id)
+            self._update_rtt(now - feedback.frame_id / self.source.fps)
             self._newest_acked = max(self._newest_acked, feedback.frame_id)
         elif feedback.kind == FeedbackKind.REPORT and self.config.ratio is None:
             ratio = LOSS_RATIO if feedback.lost > 0 else Fraction(0)
             self._pending_ratios.append((self._next_frame + RATIO_LAG_FRAMES, ratio))
         elif feedback.kind == FeedbackKind.KEYFRAME_REQUEST and self.config.keyframe_on_request:
             self._force_keyframe = True
+        elif feedback.kind == FeedbackKind.NACK and self.config.retransmissions and self._rtx_in_time():
+            for seq in feedback.seqs:
+                if seq in self._history and seq not in self._retransmitted:
+                    self._retransmitted.add(seq)
+                    original = self._history[seq]
+                    self._outbox.append(Datagram(original.payload, original.frame_id, FLOW_RTX))
+
+    def _update_rtt(self, sample_s: float) -> None:
+        """Smoothed round trip from capture to ACK (includes waiting for FEC recovery: an upper bound)."""
+        if self.smoothed_rtt_s is None:
+            self.smoothed_rtt_s = sample_s
+        else:
+            self.smoothed_rtt_s += RTT_SMOOTHING * (sample_s - self.smoothed_rtt_s)
+
+    def _rtx_in_time(self) -> bool:
+        """Retransmit only when the RTT lets a copy arrive before the receiver gives the frame up (tau + 1 frames)."""
+        return self.smoothed_rtt_s is not None and self.smoothed_rtt_s <= (self.config.tau + 1) / self.source.fps
 
     def datagrams_to_send(self, now: float) -> list[Datagram]:
         """Hand over the queued datagrams."""
@@ -119,6 +143,13 @@ class VpxSender:
         # Ages in frames, not float seconds: 62/30 - 32/30 must be exactly 1 s, which is not "older".
         return (frame_id - oldest > UNACKED_TIMEOUT_S * self.source.fps
                 or self._newest_acked - oldest > self.config.tau)
+
+    def _forget_history(self, frame_id: int) -> None:
+        """Keep one second of datagrams: older frames are past any receiver deadline."""
+        oldest = frame_id - self.source.fps
+        for seq in [seq for seq, datagram in self._history.items() if datagram.frame_id < oldest]:
+            del self._history[seq]
+            self._retransmitted.discard(seq)
 
     def _current_ratio(self, frame_id: int) -> Fraction:
         while self._pending_ratios and self._pending_ratios[0][0] <= frame_id:
@@ -147,6 +178,11 @@ class VpxSender:
             self._seq += 1
             sent += len(payload)
             fec += len(fragment.payload) if fragment.parity else 0
-            self._outbox.append(Datagram(payload, frame_id, FLOW_FEC if fragment.parity else FLOW_MEDIA))
+            datagram = Datagram(payload, frame_id, FLOW_FEC if fragment.parity else FLOW_MEDIA)
+            self._outbox.append(datagram)
+            if self.config.retransmissions:
+                self._history[packet.seq] = datagram
+        if self.config.retransmissions:
+            self._forget_history(frame_id)
         self.frames.append(SentFrame(frame_id, capture_s, len(encoded.data), fec, sent, encoded.keyframe,
                                      forced, ratio))

@@ -60,7 +60,7 @@ def build_session(run: Run) -> Session:
     source = _video_source(run)
     ratio = None if scheme.redundancy == "adaptive" else Fraction(scheme.redundancy).limit_denominator(1000)
     config = VpxSenderConfig(scheme.kind, scheme.target_kbps, scheme.fec, scheme.tau, ratio, scheme.mtu,
-                             scheme.keyframe_interval, scheme.keyframe_request == "pli")
+                             scheme.keyframe_interval, scheme.keyframe_request == "pli", scheme.retransmissions)
     receiver = VpxReceiver(scheme.kind, scheme.fec, scheme.tau, scheme.deadline_frames,
-                           keyframe_requests=scheme.keyframe_request == "pli")
+                           keyframe_requests=scheme.keyframe_request == "pli", nack=scheme.retransmissions)
     return VideoSession(VpxSender(source, config), receiver, FrameScorer(source, with_ssim=scheme.ssim))

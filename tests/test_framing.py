@@ -9,6 +9,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from testbed.codecs.framing import (
+    MAX_NACK_SEQS,
     BlockFields,
     FecKind,
     Feedback,
@@ -209,7 +210,9 @@ def media_packets(draw, fec=None):
     )
 
 
-feedbacks = st.builds(Feedback, st.sampled_from(list(FeedbackKind)), u32, u32, u32)
+feedbacks = st.builds(Feedback, st.sampled_from([k for k in FeedbackKind if k != FeedbackKind.NACK]), u32, u32, u32)
+nacks = st.builds(lambda frame_id, seqs: Feedback(FeedbackKind.NACK, frame_id, seqs=tuple(seqs)), u32,
+                  st.lists(u32, min_size=1, max_size=MAX_NACK_SEQS))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -251,6 +254,18 @@ def test_feedback_round_trip(feedback):
     assert len(data) == FEEDBACK_BYTES
     assert parse_feedback(data) == feedback
     assert parse_media(data) is None
+
+
+@given(nacks)
+def test_nack_round_trip_and_exact_layout(nack):
+    data = nack.serialize()
+    assert data[:8] == struct.pack("!BBIH", 2, 4, nack.frame_id, len(nack.seqs))
+    assert data[8:] == b"".join(struct.pack("!I", seq) for seq in nack.seqs)
+    assert parse_feedback(data) == nack
+    assert parse_media(data) is None
+    # A count that disagrees with the length, or no sequence numbers at all, is refused.
+    assert parse_feedback(data[:-1]) is None and parse_feedback(data + b"\0") is None
+    assert parse_feedback(struct.pack("!BBIH", 2, 4, 0, 0)) is None
 
 
 @given(media_packets())

@@ -156,3 +156,33 @@ def test_unreadable_video_fails_before_anything_is_written(tmp_path: Path, capsy
     error = capsys.readouterr().err.replace("\n", "")
     assert 'video "carphone"' in error and str(broken) in error
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("delay_ms", "repaired"), [(50, True), (150, False)])
+def test_retransmission_repairs_a_lost_packet_when_the_rtt_allows(tmp_path: Path, delay_ms: int,
+                                                                   repaired: bool) -> None:
+    extra = "retransmissions = true"
+    text = spec_text(scheme("nofec", "none", 150, extra), "").replace("delay_ms = 50", f"delay_ms = {delay_ms}")
+    _, lossless, _ = run(tmp_path, text, "lossless")
+    forward = lossless[lossless["flow"].isin(["media", "fec"])].reset_index(drop=True)
+    lost_frame = 60
+    lost_index = int(forward.index[forward["frame_id"] == lost_frame][0])
+    (tmp_path / "loss.txt").write_text("\n".join("1" if i == lost_index else "0" for i in range(len(forward))))
+    network = 'loss = { model = "trace", path = "loss.txt", format = "packets", loop = false }'
+    frames, packets, _ = run(tmp_path, text.replace(f"delay_ms = {delay_ms}\n",
+                                                    f"delay_ms = {delay_ms}\n{network}\n"), "lossy")
+    assert (packets["drop"] == "loss").sum() == 1
+    nacks = packets[packets["flow"] == "nack"]
+    assert len(nacks) == 1  # the receiver asks once, whatever the RTT: the sender decides
+    frames = frames.set_index("frame_id")
+    rtx = packets[packets["flow"] == "rtx"]
+    if repaired:
+        # RTT ~100 ms <= (tau + 1) frames: the copy arrives in time, nothing freezes.
+        assert list(rtx["frame_id"]) == [lost_frame] and rtx["arrived_ms"].notna().all()
+        assert frames["rendered"].all()
+        waited = frames.loc[lost_frame, "latency_ms"] - frames.loc[lost_frame - 1, "latency_ms"]
+        assert waited >= 2 * delay_ms - 1
+    else:
+        # RTT ~300 ms: a retransmission would come after the deadline, so the sender does not send one.
+        assert rtx.empty
+        assert not frames.loc[lost_frame, "rendered"]
