@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--jobs", type=int, default=1, help="parallel processes (results are identical)")
     run.add_argument("--seed", type=int, help="run only this seed instead of the spec's seeds")
     run.add_argument("--overwrite", action="store_true", help="replace an existing results directory")
-    report = commands.add_parser("report", help="write report.html, report.md, figures and tables of a results directory")
+    report = commands.add_parser("report", help="write report.html, report.md, figures and tables of results")
     report.add_argument("results", type=Path, help="a results directory written by `testbed run`")
     commands.add_parser("doctor", help="report what this machine can run")
     return parser
