@@ -39,3 +39,10 @@ FRAMES_SCHEMA = pa.schema(RUN_COLUMNS + [
 
 # Flows carried by the forward path; every other flow is feedback on the reverse path.
 FORWARD_FLOWS = ("media", "fec", "rtx")
+
+# The encoded frames each receiver decoded and rendered, so reports can re-decode exactly what was shown.
+BITSTREAMS_SCHEMA = pa.schema(RUN_COLUMNS + [
+    pa.field("frame_id", pa.int64()),
+    pa.field("codec", pa.string()),
+    pa.field("data", pa.binary()),
+])

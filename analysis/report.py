@@ -36,6 +36,8 @@ FIGURE_CAPTIONS = {
     "frame_sizes": "Bytes sent per frame (media + FEC + headers); keyframes marked.",
     "bitrate_sweep": "Mean PSNR (and bitrate sent) against the scheme's target bitrate.",
     "adaptation": "Achieved bitrate, resolution and quality over time of adaptive schemes.",
+    "visual_strip": "The longest freeze: original frames against the picture each scheme showed in the same slots "
+                    "(re-decoded from the received bitstream), PSNR under each thumbnail.",
 }
 
 
@@ -48,8 +50,12 @@ def _lpips_note(frames: pd.DataFrame) -> str:
     return f"LPIPS is not available here ({reason}); the lpips column is empty."
 
 
-def build_report(results_dir: Path, progress: Progress | None = None) -> dict[str, Path]:
-    """Write figures/, tables/*.csv, report.md and report.html into `results_dir`; name -> path written."""
+def build_report(results_dir: Path, progress: Progress | None = None,
+                 extra_figures: dict[str, Path] | None = None) -> dict[str, Path]:
+    """Write figures/, tables/*.csv, report.md and report.html into `results_dir`; name -> path written.
+
+    `extra_figures` are figures made elsewhere from the same logs (the visual strip needs a video decoder).
+    """
     results_dir = Path(results_dir)
     frames = pd.read_parquet(results_dir / "frames.parquet")
     packets = pd.read_parquet(results_dir / "packets.parquet")
@@ -70,7 +76,7 @@ def build_report(results_dir: Path, progress: Progress | None = None) -> dict[st
         tables.append(ReportTable("runs", "Every run", runs[runs["level"] == "run"].drop(columns=["level"])))
     else:
         tables.append(ReportTable("runs", "Every run", summary[summary["level"] == "run"].drop(columns=["level"])))
-    figures = render_all(results_dir, results_dir, progress)
+    figures = {**render_all(results_dir, results_dir, progress), **(extra_figures or {})}
     spec_text = (results_dir / "spec.toml").read_text(encoding="utf-8")
     environment = json.loads((results_dir / "environment.json").read_text(encoding="utf-8"))
     experiment = environment.get("spec", {}).get("path", results_dir.name)

@@ -28,13 +28,14 @@ KEYFRAME_REQUEST_INTERVAL_S = 0.2
 
 @dataclass(frozen=True, slots=True)
 class FrameOutcome:
-    """The receiver's decision on one frame; `image` is the decoded picture of a rendered frame."""
+    """The receiver's decision on one frame; a rendered frame carries its picture and the bitstream decoded."""
 
     frame_id: int
     complete: bool
     decodable: bool
     display_s: float | None
     image: np.ndarray | None = None
+    bitstream: bytes | None = None
 
     @property
     def rendered(self) -> bool:
@@ -123,8 +124,9 @@ class VpxReceiver:
         self._outbox.append(Datagram(feedback.serialize(), frame_id, flow))
 
     def _decide(self, frame_id: int, complete: bool, decodable: bool, now: float,
-                image: np.ndarray | None = None) -> None:
-        self._outcomes.append(FrameOutcome(frame_id, complete, decodable, now if image is not None else None, image))
+                image: np.ndarray | None = None, bitstream: bytes | None = None) -> None:
+        display_s = now if image is not None else None
+        self._outcomes.append(FrameOutcome(frame_id, complete, decodable, display_s, image, bitstream))
         self._next = frame_id + 1
 
     def _request_keyframe(self, now: float) -> None:
@@ -147,7 +149,7 @@ class VpxReceiver:
                         self.undecodable_bitstreams += 1
                 if image is not None:
                     self._chain_ok = True
-                    self._decide(frame_id, True, True, now, image)
+                    self._decide(frame_id, True, True, now, image, data)
                 else:
                     self._decide(frame_id, True, False, now)
                     self._chain_ok = False

@@ -94,11 +94,13 @@ def _run(args: argparse.Namespace, console: Console) -> int:
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
-    missing = [name for name in ("spec.toml", "environment.json", "frames.parquet", "packets.parquet", "summary.csv")
-               if not (args.results / name).is_file()]
+    required = ("spec.toml", "environment.json", "frames.parquet", "packets.parquet", "bitstreams.parquet",
+                "summary.csv")
+    missing = [name for name in required if not (args.results / name).is_file()]
     if missing:
         raise OutputDirError(f"{args.results}: not a results directory (missing {', '.join(missing)})")
     from testbed.analysis.report import build_report  # matplotlib loads only for reports
+    from testbed.visual_strip import render_visual_strip
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
@@ -107,7 +109,8 @@ def _report(args: argparse.Namespace, console: Console) -> int:
         def on_step(done: int, total: int, label: str) -> None:
             progress.update(task, completed=done, total=total, description=label)
 
-        written = build_report(args.results, on_step)
+        strip = render_visual_strip(args.results, args.results)
+        written = build_report(args.results, on_step, {"visual_strip": strip} if strip else None)
     console.print(f"report written to {written['report.html']} ({len(written)} files)")
     return 0
 

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from testbed.analysis.log_schema import FRAMES_SCHEMA, PACKETS_SCHEMA
+from testbed.analysis.log_schema import BITSTREAMS_SCHEMA, FRAMES_SCHEMA, PACKETS_SCHEMA
 from testbed.analysis.summary import summarize
 from testbed.codecs.video_source import VideoError, load_clip
 from testbed.environment import describe_environment
@@ -49,6 +49,11 @@ def _execute(runs: list[Run], jobs: int, on_done: Callable[[Run], None]) -> list
     return [r for r in results if r is not None]
 
 
+def _concat(tables: list[pa.Table | None], schema: pa.Schema) -> pa.Table:
+    present = [table for table in tables if table is not None]
+    return pa.concat_tables(present) if present else schema.empty_table()
+
+
 def _check_videos(spec: Spec) -> None:
     """Open every video once before anything is written, so a bad one fails early and clearly."""
     for video in spec.videos:
@@ -78,11 +83,11 @@ def run_experiment(spec: Spec, out_dir: Path, *, backend: str = "sim", jobs: int
         environment = describe_environment(backend, spec.source, spec.input_files, jobs)
         (staging / "environment.json").write_text(json.dumps(environment, indent=2) + "\n", encoding="utf-8")
         outputs = _execute(runs, jobs, on_done)
-        packets = pa.concat_tables([o.packets for o in outputs]) if outputs else PACKETS_SCHEMA.empty_table()
+        packets = _concat([o.packets for o in outputs], PACKETS_SCHEMA)
         pq.write_table(packets, staging / "packets.parquet")
-        frame_tables = [o.frames for o in outputs if o.frames is not None]
-        frames = pa.concat_tables(frame_tables) if frame_tables else FRAMES_SCHEMA.empty_table()
+        frames = _concat([o.frames for o in outputs], FRAMES_SCHEMA)
         pq.write_table(frames, staging / "frames.parquet")
+        pq.write_table(_concat([o.bitstreams for o in outputs], BITSTREAMS_SCHEMA), staging / "bitstreams.parquet")
         summary = summarize(packets.to_pandas(), frames.to_pandas(), spec.experiment.duration_s)
         summary.to_csv(staging / "summary.csv", index=False, float_format="%.4f")
         if out_dir.exists():

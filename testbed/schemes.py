@@ -32,6 +32,10 @@ class ProbeSession:
         """Probes write no frames."""
         return None
 
+    def bitstreams_table(self, scheme: str, network: str, video: str, seed: int) -> pa.Table | None:
+        """Probes decode nothing."""
+        return None
+
 
 Session = ProbeSession | VideoSession
 

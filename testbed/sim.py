@@ -17,10 +17,11 @@ from testbed.spec import Run
 
 @dataclass(frozen=True)
 class RunOutput:
-    """Logs of one run (frames is None for schemes without video)."""
+    """Logs of one run (frames and bitstreams are None for schemes without video)."""
 
     packets: pa.Table
     frames: pa.Table | None
+    bitstreams: pa.Table | None
 
 
 class _Node:
@@ -99,4 +100,4 @@ def simulate(run: Run) -> RunOutput:
     end_s = run.experiment.duration_s + run.experiment.drain_s
     log = SimNetwork(session.sender, session.receiver, forward, reverse, end_s, session.after_receiver).run()
     names = (run.scheme.name, network.name, run.video_name, run.seed)
-    return RunOutput(log.to_table(*names), session.frames_table(*names))
+    return RunOutput(log.to_table(*names), session.frames_table(*names), session.bitstreams_table(*names))

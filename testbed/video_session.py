@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 
 from testbed.analysis.freeze import w3c_freezes
-from testbed.analysis.log_schema import FRAMES_SCHEMA
+from testbed.analysis.log_schema import BITSTREAMS_SCHEMA, FRAMES_SCHEMA
 from testbed.analysis.quality import psnr, ssim
 from testbed.codecs.video_source import VideoSource
 from testbed.codecs.vpx_receiver import FrameOutcome, VpxReceiver
@@ -29,12 +29,15 @@ class FrameScorer:
         self.shown_id: list[int | None] = []
         self.psnr: list[float] = []
         self.ssim: list[float | None] = []
+        self.bitstreams: list[tuple[int, bytes]] = []  # (frame id, encoded frame) of every rendered frame
 
     def add(self, outcome: FrameOutcome) -> None:
         """Score the slot of the next frame in order (outcomes arrive strictly in frame order)."""
         assert outcome.frame_id == len(self.psnr), "outcomes must arrive in frame order"
         if outcome.image is not None:
             self._shown, self._shown_id = outcome.image, outcome.frame_id
+            if outcome.bitstream is not None:
+                self.bitstreams.append((outcome.frame_id, outcome.bitstream))
         self.outcomes[outcome.frame_id] = FrameOutcome(outcome.frame_id, outcome.complete, outcome.decodable,
                                                       outcome.display_s)  # drop the picture: memory
         original = self.source.frame(outcome.frame_id)
@@ -55,6 +58,16 @@ class VideoSession:
         """Score the frames the receiver decided since the last call."""
         for outcome in self.receiver.pop_outcomes():
             self.scorer.add(outcome)
+
+    def bitstreams_table(self, scheme: str, network: str, video: str, seed: int) -> pa.Table:
+        """The bitstreams.parquet rows of this run: what the receiver decoded, frame by frame."""
+        n = len(self.scorer.bitstreams)
+        return pa.Table.from_pydict({
+            "scheme": [scheme] * n, "network": [network] * n, "video": [video] * n, "seed": [seed] * n,
+            "frame_id": [frame_id for frame_id, _ in self.scorer.bitstreams],
+            "codec": [self.receiver.codec] * n,
+            "data": [data for _, data in self.scorer.bitstreams],
+        }, schema=BITSTREAMS_SCHEMA)
 
     def frames_table(self, scheme: str, network: str, video: str, seed: int) -> pa.Table:
         """The frames.parquet rows of this run; frames never decided by the end count as not rendered."""

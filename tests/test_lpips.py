@@ -182,13 +182,15 @@ def test_batch_matches_single_calls_and_reference(metric):
     references = np.stack([PAIRS[name][0] for name in names])
     tests = [PAIRS[name][1] for name in names]  # a list of frames works as well as a stacked array
     expected = np.array([RECORDS[name]["lpips"] for name in names])
-    for batch_size in (1, 3, 16):
+    for batch_size in (None, 1, 3, 16):
         values = metric.batch(references, tests, batch_size=batch_size)
         assert values.shape == (len(names),) and values.dtype == np.float64
         np.testing.assert_allclose(values, expected, atol=TOLERANCE, rtol=0)
     singles = np.array([metric(PAIRS[name][0], PAIRS[name][1]) for name in names])
     np.testing.assert_allclose(metric.batch(references, tests), singles, atol=1e-6, rtol=0)
     assert metric.batch(references[:0], references[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="batch_size"):
+        metric.batch(references, tests, batch_size=0)
 
 
 @needs_lpips

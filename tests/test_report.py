@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -98,7 +99,9 @@ def test_report_tables_match_the_summary(results: Path) -> None:
     assert (deltas["units"] == 2).all()
     html = (results / "report.html").read_text()
     markdown = (results / "report.md").read_text()
-    assert "http" not in html.replace("http-equiv", "")  # self-contained: nothing to fetch
+    # Self-contained: every src is inline data, nothing is linked or fetched.
+    assert re.findall(r'src="([a-z]+):', html) == ["data"] * html.count('src="')
+    assert "<link" not in html and "url(" not in html
     assert html.count("data:image/png;base64,") == len(list((results / "figures").glob("*.png"))) >= 3
     assert "| streaming | ge-high |" in markdown and "RGB" in html and "LPIPS" in html
 

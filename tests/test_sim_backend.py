@@ -84,7 +84,7 @@ def test_packet_log_columns_and_summary(tmp_path: Path) -> None:
     assert row["loss_pct"] == pytest.approx(row["queue_drop_pct"]) and row["loss_model_pct"] == 0
     assert row["delay_max_ms"] <= 50 + 150 + 25 + 1e-6
     assert {p.name for p in out.iterdir()} == {"spec.toml", "environment.json", "packets.parquet",
-                                               "frames.parquet", "summary.csv"}
+                                               "frames.parquet", "bitstreams.parquet", "summary.csv"}
     assert pq.read_table(out / "frames.parquet").num_rows == 0
 
 
