@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from testbed.analysis.quality import psnr, ssim
+from testbed.codecs.video_source import load_clip
 from testbed.emulator.link import ConstantRateParams, DeliveryTraceParams, Link, LinkParams
 from testbed.emulator.loss import GilbertElliottParams
 from testbed.sim import simulate
@@ -94,6 +96,22 @@ def pipeline_speed(size: int, ssim: bool, duration_s: int) -> dict[str, float]:
             "x_real_time_at_30fps": round(fps / 30, 2)}
 
 
+def quality_metric_speed(size: int, frames: int = 200) -> dict[str, float]:
+    """Seconds per 10,000 frames of PSNR + SSIM on (size x size) RGB frames of a real clip vs a degraded copy."""
+    clip = load_clip("sample:carphone", (size, size))
+    rng = np.random.default_rng(0)
+    noisy = np.clip(clip.astype(np.int16) + rng.integers(-6, 7, clip.shape), 0, 255).astype(np.uint8)
+    timings = {}
+    for name, metric in (("psnr", psnr), ("ssim", ssim)):
+        start = time.perf_counter()
+        for i in range(frames):
+            metric(clip[i % len(clip)], noisy[i % len(clip)])
+        timings[f"{name}_s_per_10k_frames"] = round((time.perf_counter() - start) / frames * 10_000, 1)
+    timings["psnr+ssim_s_per_10k_frames"] = round(timings["psnr_s_per_10k_frames"]
+                                                  + timings["ssim_s_per_10k_frames"], 1)
+    return timings
+
+
 def main() -> None:
     """Run every benchmark and write the results file."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -121,11 +139,14 @@ def main() -> None:
     print(f"calibrate.toml on sim: {calibrate['simulated_s_per_wall_s']} simulated s per wall s")
     pipeline = {}
     for size in (256, 512):
-        for ssim in (False, True):
-            name = f"vp9_streaming_{size}x{size}_psnr{'+ssim' if ssim else ''}"
-            pipeline[name] = pipeline_speed(size, ssim, args.video_seconds)
+        for with_ssim in (False, True):
+            name = f"vp9_streaming_{size}x{size}_psnr{'+ssim' if with_ssim else ''}"
+            pipeline[name] = pipeline_speed(size, with_ssim, args.video_seconds)
             print(f"{name}: {pipeline[name]['frames_per_s']} frames/s = "
                   f"{pipeline[name]['x_real_time_at_30fps']}x real time")
+    metrics = {f"{size}x{size}": quality_metric_speed(size) for size in (256, 512)}
+    for name, timing in metrics.items():
+        print(f"quality metrics {name}: {timing}")
     results = {
         "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
@@ -133,6 +154,7 @@ def main() -> None:
         "link_models": link_results,
         "sim_calibrate": calibrate,
         "vp9_pipeline": pipeline,
+        "quality_metrics": metrics,
         "goals": ["link models >= 200,000 packets/s on one core",
                   "full VP9 pipeline (encode + FEC + network + decode + PSNR) >= 5x real time at 512x512, 30 fps"],
     }
