@@ -7,6 +7,7 @@ Pinned to one CPU core so the figures mean "per core".
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from testbed.analysis.lpips import LpipsMetric, lpips_available
 from testbed.analysis.quality import psnr, ssim
 from testbed.codecs.video_source import load_clip
 from testbed.emulator.link import ConstantRateParams, DeliveryTraceParams, Link, LinkParams
@@ -109,6 +111,16 @@ def quality_metric_speed(size: int, frames: int = 200) -> dict[str, float]:
         timings[f"{name}_s_per_10k_frames"] = round((time.perf_counter() - start) / frames * 10_000, 1)
     timings["psnr+ssim_s_per_10k_frames"] = round(timings["psnr_s_per_10k_frames"]
                                                   + timings["ssim_s_per_10k_frames"], 1)
+    available, reason = lpips_available()
+    if not available:
+        timings["lpips"] = f"not measured: {reason}"
+        return timings
+    metric = LpipsMetric()
+    count = 32
+    metric.batch(clip[:2], noisy[:2])  # warm-up
+    start = time.perf_counter()
+    metric.batch(clip[:count % len(clip)], noisy[:count % len(clip)])
+    timings["lpips_frames_per_s_1_thread"] = round(count / (time.perf_counter() - start), 1)
     return timings
 
 
@@ -120,6 +132,10 @@ def main() -> None:
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    if importlib.util.find_spec("torch") is not None:
+        import torch
+
+        torch.set_num_threads(1)
     # 400 kbps of 1000-byte packets into a 320 kbps link: the queue is always busy and drops a fifth.
     interval = 1000 * 8 / 400_000
     mahimahi_320k = constant_rate_trace(320, 60_000)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the testbed needs on a Debian/Ubuntu machine: system packages with apt-get, Python
 # packages into ./.venv. Idempotent. The README commands, CI (.ci/run) and the Vagrant VM all use it.
-# --with-browser also installs Debian's Chromium, which the report tests open the HTML report in.
+# --for-tests also installs what the test suite needs beyond the main job: Debian's Chromium (the report is
+# opened in it), PyTorch (CPU) and the LPIPS weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +12,9 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 system_packages=(iproute2 ethtool)
-if [ "${1:-}" = "--with-browser" ]; then
+for_tests=false
+if [ "${1:-}" = "--for-tests" ]; then
+  for_tests=true
   system_packages+=(chromium)
 fi
 if command -v apt-get >/dev/null 2>&1; then
@@ -36,5 +39,10 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+if [ "$for_tests" = true ]; then
+  .venv/bin/python -m pip install -q -e '.[test,lpips]'
+  bash scripts/fetch_lpips_weights.sh
+else
+  .venv/bin/python -m pip install -q -e .
+fi
 echo "install.sh: ready ($(.venv/bin/python --version), venv in .venv)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -15,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from testbed.analysis.log_schema import BITSTREAMS_SCHEMA, FRAMES_SCHEMA, PACKETS_SCHEMA
+from testbed.analysis.lpips import default_weights_path, lpips_available
 from testbed.analysis.summary import summarize
 from testbed.codecs.video_source import VideoError, load_clip
 from testbed.environment import describe_environment
@@ -54,6 +56,18 @@ def _concat(tables: list[pa.Table | None], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(present) if present else schema.empty_table()
 
 
+def _check_models(spec: Spec) -> dict[str, dict[str, str]]:
+    """Fail early when a scheme asks for LPIPS that cannot run here; describe the weights that will be used."""
+    if not any(getattr(scheme, "lpips", False) for scheme in spec.schemes):
+        return {}
+    available, reason = lpips_available()
+    if not available:
+        raise SpecError(f"{spec.source}: a scheme sets lpips = true, but LPIPS cannot run here: {reason}")
+    weights = default_weights_path()
+    return {"lpips": {"model": "LPIPS v0.1, AlexNet (pure-PyTorch port)", "weights": str(weights),
+                      "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}}
+
+
 def _check_videos(spec: Spec) -> None:
     """Open every video once before anything is written, so a bad one fails early and clearly."""
     for video in spec.videos:
@@ -72,6 +86,7 @@ def run_experiment(spec: Spec, out_dir: Path, *, backend: str = "sim", jobs: int
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise OutputDirError(f"{out_dir}: exists and is not empty (pass --overwrite to replace it)")
     _check_videos(spec)
+    models = _check_models(spec)
     runs = spec.runs()
     on_start(len(runs))
     staging = out_dir.parent / f".{out_dir.name}.partial-{os.getpid()}"
@@ -80,7 +95,7 @@ def run_experiment(spec: Spec, out_dir: Path, *, backend: str = "sim", jobs: int
     staging.mkdir(parents=True)
     try:
         (staging / "spec.toml").write_text(spec.to_toml(), encoding="utf-8")
-        environment = describe_environment(backend, spec.source, spec.input_files, jobs)
+        environment = describe_environment(backend, spec.source, spec.input_files, jobs, {"models": models})
         (staging / "environment.json").write_text(json.dumps(environment, indent=2) + "\n", encoding="utf-8")
         outputs = _execute(runs, jobs, on_done)
         packets = _concat([o.packets for o in outputs], PACKETS_SCHEMA)

@@ -9,6 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pyarrow as pa
 
+from testbed.analysis.lpips import LpipsMetric
 from testbed.codecs.endpoint import Endpoint
 from testbed.codecs.probe import ProbeReceiver, ProbeSender
 from testbed.codecs.video_source import VideoSource, load_clip
@@ -67,4 +68,5 @@ def build_session(run: Run) -> Session:
                              scheme.keyframe_interval, scheme.keyframe_request == "pli", scheme.retransmissions)
     receiver = VpxReceiver(scheme.kind, scheme.fec, scheme.tau, scheme.deadline_frames,
                            keyframe_requests=scheme.keyframe_request == "pli", nack=scheme.retransmissions)
-    return VideoSession(VpxSender(source, config), receiver, FrameScorer(source, with_ssim=scheme.ssim))
+    lpips = LpipsMetric() if scheme.lpips else None
+    return VideoSession(VpxSender(source, config), receiver, FrameScorer(source, scheme.ssim, lpips))

@@ -81,6 +81,7 @@ class VpxSchemeSpec:
     keyframe_request: str = "tambur"
     deadline_frames: int = 3
     ssim: bool = True
+    lpips: bool = False
     retransmissions: bool = False
     uses_video: bool = True
 
@@ -262,6 +263,7 @@ def _vpx_scheme(table: SpecTable, name: str, kind: str) -> VpxSchemeSpec:
         keyframe_request=table.string("keyframe_request", "tambur", choices=("tambur", "pli")),
         deadline_frames=int(table.number("deadline_frames", tau, minimum=0, integer=True)),
         ssim=table.boolean("ssim", True),
+        lpips=table.boolean("lpips", False),
         retransmissions=table.boolean("retransmissions", False),
     )
     table.finish()

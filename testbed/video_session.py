@@ -7,10 +7,13 @@ import pyarrow as pa
 
 from testbed.analysis.freeze import w3c_freezes
 from testbed.analysis.log_schema import BITSTREAMS_SCHEMA, FRAMES_SCHEMA
+from testbed.analysis.lpips import LpipsMetric
 from testbed.analysis.quality import psnr, ssim
 from testbed.codecs.video_source import VideoSource
 from testbed.codecs.vpx_receiver import FrameOutcome, VpxReceiver
 from testbed.codecs.vpx_sender import VpxSender
+
+LPIPS_BATCH = 16
 
 
 class FrameScorer:
@@ -19,9 +22,12 @@ class FrameScorer:
     Before the first rendered frame the screen is black.
     """
 
-    def __init__(self, source: VideoSource, with_ssim: bool = True):
+    def __init__(self, source: VideoSource, with_ssim: bool = True, lpips: LpipsMetric | None = None):
         self.source = source
         self.with_ssim = with_ssim
+        self.lpips_metric = lpips
+        self._lpips_pending: list[tuple[np.ndarray, np.ndarray]] = []  # scored in batches: far faster
+        self.lpips: list[float] = []
         height, width = source.frame(0).shape[:2]
         self._shown = np.zeros((height, width, 3), np.uint8)
         self._shown_id: int | None = None
@@ -44,6 +50,17 @@ class FrameScorer:
         self.shown_id.append(self._shown_id)
         self.psnr.append(psnr(original, self._shown))
         self.ssim.append(ssim(original, self._shown) if self.with_ssim else None)
+        if self.lpips_metric is not None:
+            self._lpips_pending.append((original, self._shown))
+            if len(self._lpips_pending) >= LPIPS_BATCH:
+                self.flush_lpips()
+
+    def flush_lpips(self) -> None:
+        """Score the frames still waiting for LPIPS."""
+        if self.lpips_metric is not None and self._lpips_pending:
+            references, shown = zip(*self._lpips_pending)
+            self.lpips.extend(float(v) for v in self.lpips_metric.batch(list(references), list(shown)))
+            self._lpips_pending = []
 
 
 class VideoSession:
@@ -74,6 +91,7 @@ class VideoSession:
         self.after_receiver()
         while len(self.scorer.psnr) < len(self.sender.frames):
             self.scorer.add(FrameOutcome(len(self.scorer.psnr), False, False, None))
+        self.scorer.flush_lpips()
         sent = self.sender.frames
         outcomes = [self.scorer.outcomes[f.frame_id] for f in sent]
         # Milliseconds rounded to the microsecond, as in packets.parquet.
@@ -97,7 +115,7 @@ class VideoSession:
             "latency_ms": latency_ms,
             "psnr_db": self.scorer.psnr[:n],
             "ssim": self.scorer.ssim[:n],
-            "lpips": [None] * n,
+            "lpips": self.scorer.lpips[:n] if self.scorer.lpips_metric is not None else [None] * n,
             "freeze": [d is not None and d in freeze_ends for d in display_ms],
         }
         return pa.Table.from_pydict(columns, schema=FRAMES_SCHEMA)

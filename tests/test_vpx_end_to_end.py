@@ -186,3 +186,19 @@ def test_retransmission_repairs_a_lost_packet_when_the_rtt_allows(tmp_path: Path
         # RTT ~300 ms: a retransmission would come after the deadline, so the sender does not send one.
         assert rtx.empty
         assert not frames.loc[lost_frame, "rendered"]
+
+
+def test_lpips_is_scored_per_frame_when_asked(tmp_path: Path) -> None:
+    from testbed.analysis.lpips import lpips_available
+
+    available, reason = lpips_available()
+    if not available:
+        pytest.skip(f"LPIPS cannot run here: {reason} (scripts/install.sh --for-tests installs it)")
+    text = spec_text(scheme("nofec", "none", 150, "lpips = true"), GE_MEDIUM, duration_s=4, size="[64, 64]")
+    frames, _, _ = run(tmp_path, text)
+    lpips = frames["lpips"].to_numpy()
+    assert len(lpips) == 120 and ((lpips >= 0) & (lpips < 1)).all()
+    # Perceptual distance grows where PSNR falls (frozen slots).
+    assert pd.Series(lpips).corr(frames["psnr_db"]) < -0.5
+    environment = (tmp_path / "out" / "environment.json").read_text()
+    assert '"lpips"' in environment and "sha256" in environment
