@@ -94,3 +94,4 @@ def test_readme_test_command_is_what_ci_runs() -> None:
     assert "bash scripts/main.sh" in readme
     main_job = (REPO / "scripts" / "main.sh").read_text()
     assert "testbed run experiments/thesis-ge.toml --backend sim" in main_job
+    assert "testbed report results/thesis-ge" in main_job
