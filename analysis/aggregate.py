@@ -21,7 +21,7 @@
   frame ends it). Aggregate rows hold the mean over runs of every per-run figure, ``freeze_mean_s`` and
   ``freeze_time_pct`` included (a run without freezes contributes 0).
 - ``bitrate_kbps`` / ``delivered_kbps`` are per-run means of the 1 s windows of testbed.analysis.bitrate
-  (forward flows: media + FEC); aggregate rows hold their mean over the runs that have packets.
+  (forward flows: media, FEC and retransmissions); aggregate rows hold their mean over the runs that have packets.
 
 ``paired_deltas`` pairs each scheme with a baseline scheme on the same (network, video, seed) and
 ``summarize_deltas`` gives the mean delta per (network, scheme, metric) with a percentile-bootstrap CI

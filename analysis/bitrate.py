@@ -1,12 +1,12 @@
 """Bitrate of the forward flows in fixed windows (1 s by default), from packets.parquet.
 
 A packet sent at t ms falls in window floor(t / window_ms), so windows are aligned to time 0 and a packet
-at 999.9 ms is in window 0, one at 1000.0 ms in window 1. Sent rates (media, fec, total) window packets by
+at 999.9 ms is in window 0, one at 1000.0 ms in window 1. Sent rates (media, fec, rtx, total) window packets by
 send time; ``delivered_kbps`` windows the forward packets that arrived by their arrival time. Each run's
 table runs from window 0 to the window holding its last send, empty windows included (zero kbps), and
 every window is divided by its full width, the last (partial) one too. Arrivals after the end of that last
 window (at most the path delay of the final packets) are outside the table.
-Feedback flows (ack, report, keyframe-request) travel the reverse path and are not counted.
+Feedback flows (ack, report, keyframe-request, nack) travel the reverse path and are not counted.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _run_windows(run: pd.DataFrame, window_ms: float) -> dict[str, np.ndarray]:
 
 
 def bitrate_windows(packets: pd.DataFrame, window_ms: float = WINDOW_MS) -> pd.DataFrame:
-    """One row per run and window: media, fec and total sent kbps, and delivered kbps by arrival time."""
+    """One row per run and window: media, fec, rtx and total sent kbps, and delivered kbps by arrival time."""
     if not window_ms > 0:
         raise ValueError(f"window_ms must be positive, got {window_ms}")
     forward = packets[packets["flow"].isin(FORWARD_FLOWS)]

@@ -23,7 +23,7 @@ Conventions:
 - Non-rendered frames are ``~frames.rendered`` (VP9+Tambur's definition, that of ``summary.csv``'s
   ``non_rendered_pct``) unless a boolean mask aligned to the frames' index is passed as ``non_rendered``
   (e.g. one that judges always-rendering schemes by PSNR < 30 dB, as the thesis does for Reparo).
-- A lost packet is a forward (media/FEC) datagram that never arrived (``arrived_ms`` null), whatever the
+- A lost packet is a forward (media/FEC/rtx) datagram that never arrived (``arrived_ms`` null), whatever the
   cause (loss model, queue overflow, still in flight at the end).
 - Matplotlib is used through ``Figure`` objects and the Agg canvas only: no pyplot, no display, no
   global figure state.
@@ -49,12 +49,13 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from testbed.analysis.aggregate import DB_CAP, capped_db
 from testbed.analysis.log_schema import FORWARD_FLOWS
+from testbed.analysis.network_summary import RUN_KEYS
 
 DPI = 120
-PSNR_CAP_DB = 100.0
+PSNR_CAP_DB = DB_CAP
 CDF_MAX_POINTS = 2000
-RUN_KEYS = ["scheme", "network", "video", "seed"]
 
 FILE_NAMES = {
     "psnr_cdf": "psnr_cdf.png",
@@ -155,13 +156,6 @@ def _styled(build: Callable[..., Figure | None]) -> Callable[..., Figure | None]
     wrapper.__qualname__ = build.__qualname__
     wrapper.__doc__ = build.__doc__
     return wrapper
-
-
-def _capped_psnr(values: pd.Series) -> np.ndarray:
-    """Finite-or-inf PSNR values (NaN dropped) with +inf capped at PSNR_CAP_DB."""
-    array = values.to_numpy(dtype=float)
-    array = array[~np.isnan(array)]
-    return np.minimum(array, PSNR_CAP_DB)
 
 
 def _has_psnr(frames: pd.DataFrame | None) -> bool:
@@ -279,7 +273,7 @@ def build_psnr_box(frames: pd.DataFrame, colors: Mapping[str, str] | None = None
     for i, network in enumerate(networks):
         here = data[data["network"] == network]
         for j, scheme in enumerate(schemes):
-            psnr = _capped_psnr(here.loc[here["scheme"] == scheme, "psnr_db"])
+            psnr = capped_db(here.loc[here["scheme"] == scheme, "psnr_db"])
             if len(psnr) == 0:
                 continue
             position = i + (j - (len(schemes) - 1) / 2) * width
@@ -602,7 +596,7 @@ def _duration_s(spec: Mapping[str, Any] | None, run_packets: pd.DataFrame) -> fl
 
 
 def sent_kbps(packets: pd.DataFrame, spec: Mapping[str, Any] | None = None) -> pd.DataFrame:
-    """Forward (media + FEC) kbps sent per (network, scheme), mean over runs; duration from the spec
+    """Forward (media + FEC + rtx) kbps sent per (network, scheme), mean over runs; duration from the spec
     (else each run's span of send times)."""
     forward = _forward(packets)
     rows = []
@@ -681,7 +675,7 @@ def build_bitrate_sweep(frames: pd.DataFrame, spec: Mapping[str, Any] | None,
             if link is not None:
                 ax_rate.axhline(link, color="0.5", linestyle="--", lw=1,
                                 label=f"link {network}: {link:g} kbps")
-        ax_rate.set_ylabel("sent kbps (media + FEC)")
+        ax_rate.set_ylabel("sent kbps (media + FEC + rtx)")
         ax_rate.set_ylim(bottom=0)
         ax_rate.legend(loc="best", fontsize=8)
     axes[-1].set_xlabel("target bitrate (kbps)")
@@ -868,7 +862,7 @@ def load_results(results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[st
     frames = _read_parquet(results_dir / "frames.parquet", _FRAME_COLUMNS)
     packets = _read_parquet(results_dir / "packets.parquet", _PACKET_COLUMNS)
     spec_path = results_dir / "spec.toml"
-    spec = tomllib.loads(spec_path.read_text()) if spec_path.exists() else {}
+    spec = tomllib.loads(spec_path.read_text(encoding="utf-8")) if spec_path.exists() else {}
     return frames, packets, spec
 
 

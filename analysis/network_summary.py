@@ -18,7 +18,7 @@ NETWORK_COLUMNS = [
 
 
 def _network_metrics(packets: pd.DataFrame, duration_s: float) -> dict[str, float]:
-    """Metrics of one group of media packets; rates are per run (groups spanning runs are divided)."""
+    """Metrics of one group of forward packets; rates are per run (groups spanning runs are divided)."""
     runs = max(len(packets.drop_duplicates(RUN_KEYS)), 1)
     sent = len(packets)
     delivered = packets["arrived_ms"].notna()
@@ -46,12 +46,12 @@ def _network_metrics(packets: pd.DataFrame, duration_s: float) -> dict[str, floa
 
 
 def summarize_network(packets: pd.DataFrame, duration_s: float) -> pd.DataFrame:
-    """One row per run and one aggregated row per (scheme, network), from the forward (media + fec) flows."""
-    media = packets[packets["flow"].isin(FORWARD_FLOWS)]
+    """One row per run and one aggregated row per (scheme, network), from the forward (media, fec, rtx) flows."""
+    forward = packets[packets["flow"].isin(FORWARD_FLOWS)]
     rows = []
-    for key, group in media.groupby(RUN_KEYS, sort=False):
+    for key, group in forward.groupby(RUN_KEYS, sort=False):
         rows.append({"level": "run", **dict(zip(RUN_KEYS, key)), **_network_metrics(group, duration_s)})
-    for key, group in media.groupby(AGGREGATE_KEYS, sort=False):
+    for key, group in forward.groupby(AGGREGATE_KEYS, sort=False):
         rows.append({"level": "aggregate", **dict(zip(AGGREGATE_KEYS, key)), "video": ALL, "seed": ALL,
                      **_network_metrics(group, duration_s)})
     return pd.DataFrame(rows, columns=["level", *RUN_KEYS, *NETWORK_COLUMNS])

@@ -9,6 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from testbed.analysis.figures import _new_figure
+from testbed.analysis.network_summary import RUN_KEYS
 
 CONTEXT_FRAMES = 2
 MAX_COLUMNS = 12
@@ -37,9 +38,9 @@ class StripRow:
 
 def worst_freeze_window(frames: pd.DataFrame) -> FreezeWindow | None:
     """The slots from just before to just after the longest W3C freeze (the `freeze` column) in the logs."""
-    rendered = frames[frames["rendered"]].sort_values(["scheme", "network", "video", "seed", "frame_id"])
-    gaps = rendered["display_ms"] - rendered.groupby(["scheme", "network", "video", "seed"])["display_ms"].shift()
-    previous = rendered.groupby(["scheme", "network", "video", "seed"])["frame_id"].shift()
+    rendered = frames[frames["rendered"]].sort_values([*RUN_KEYS, "frame_id"])
+    gaps = rendered["display_ms"] - rendered.groupby(RUN_KEYS)["display_ms"].shift()
+    previous = rendered.groupby(RUN_KEYS)["frame_id"].shift()
     freezes = rendered.assign(gap_ms=gaps, previous=previous)[rendered["freeze"]]
     if freezes.empty:
         return None

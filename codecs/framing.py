@@ -38,7 +38,6 @@ _PLAIN = struct.Struct("!I")
 _FEEDBACK = struct.Struct("!BBIII")
 _NACK = struct.Struct("!BBIH")
 MAX_NACK_SEQS = 256
-_SIZE = struct.Struct("!I")
 
 FLAG_KEYFRAME = 0x01
 FLAG_PARITY = 0x02

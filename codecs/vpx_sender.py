@@ -5,6 +5,8 @@ datagrams at once. Keyframes are forced as Ringmaster/Tambur do: when the oldest
 older than 1 s, or when the newest acknowledged frame is more than tau frames past the oldest
 unacknowledged one; optionally also on the receiver's keyframe request (WebRTC PLI). The adaptive FEC
 ratio follows the receiver's quality reports (any loss -> 1/2, none -> 0), applied with a 3-frame lag.
+Optionally, datagrams the receiver NACKs are resent once (flow "rtx") while they are under a second old, if
+the smoothed capture-to-ACK round trip lets the copy arrive within tau + 1 frame intervals.
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ class SentFrame:
 
 
 class VpxSender:
-    """Encodes, protects and sends frames; reacts to ACKs, reports and keyframe requests."""
+    """Encodes, protects and sends frames; reacts to ACKs, reports, keyframe requests and NACKs."""
 
     def __init__(self, source: VideoSource, config: VpxSenderConfig):
         self.source = source
@@ -97,7 +99,7 @@ class VpxSender:
             self._next_frame += 1
 
     def receive_datagram(self, data: bytes, now: float) -> None:
-        """Take feedback: ACKs, quality reports, keyframe requests; ignore anything malformed."""
+        """Take feedback: ACKs, quality reports, keyframe requests, NACKs; ignore anything malformed."""
         feedback = parse_feedback(data)
         if feedback is None:
             return

@@ -130,11 +130,10 @@ def _build_serializer(params: RateParams | None) -> Serializer:
 class Link:
     """A one-way bottleneck; `transmit` decides a packet's fate the moment it arrives."""
 
-    __slots__ = ("params", "loss", "queue", "serializer", "delay")
+    __slots__ = ("loss", "queue", "serializer", "delay")
 
     def __init__(self, params: LinkParams, seed: int, *key: str):
         """Build the models; random streams are keyed by (seed, *key, purpose), never by order."""
-        self.params = params
         self.loss = _build_loss(params.loss, seed, key)
         self.queue = DropTailQueue(params.queue_bytes, params.queue_packets)
         self.serializer = _build_serializer(params.rate)

@@ -1,4 +1,4 @@
-"""The `testbed` command: run experiments, check the machine."""
+"""The `testbed` command: run experiments, report on their results, check the machine."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ _VIDEO_COLUMNS = [
     ("psnr_worst10_mean_db", "w10"), ("non_rendered_pct", "nonr%"), ("freeze_count", "frz"),
     ("latency_p95_ms", "lat"),
 ]
-_VIDEO_CAPTION = ("kbps sent (media + FEC); PSNR median, 10th pct and worst-10 % mean in dB; nonr% frames not "
+_VIDEO_CAPTION = ("kbps sent (media + FEC + rtx); PSNR median, 10th pct and worst-10 % mean in dB; nonr% frames not "
                   "rendered; frz W3C freezes per run; lat capture-to-display p95 in ms")
 
 

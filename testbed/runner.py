@@ -80,7 +80,7 @@ def _check_videos(spec: Spec) -> None:
 def run_experiment(spec: Spec, out_dir: Path, *, backend: str = "sim", jobs: int = 1, overwrite: bool = False,
                    on_start: Callable[[int], None] = lambda total: None,
                    on_done: Callable[[Run], None] = lambda run: None) -> pd.DataFrame:
-    """Run the spec and write spec.toml, environment.json, packets/frames.parquet and summary.csv."""
+    """Run the spec and write spec.toml, environment.json, packets/frames/bitstreams.parquet and summary.csv."""
     if backend not in BACKENDS:
         raise OutputDirError(f"backend {backend!r} is not available; choose one of {', '.join(BACKENDS)}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:

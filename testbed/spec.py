@@ -9,6 +9,8 @@ from typing import Any
 
 import tomli_w
 
+from testbed.codecs.framing import MAX_TAU
+from testbed.codecs.probe import PROBE_HEADER_BYTES
 from testbed.emulator.link import (
     BernoulliParams,
     ConstantRateParams,
@@ -29,8 +31,9 @@ from testbed.traces.rate_schedule import read_rate_schedule
 
 SCHEME_KINDS = ("probe", "vp9", "vp8")
 FEC_KINDS = ("streaming", "block", "none")
-MAX_TAU = 16
 NO_VIDEO = "none"
+# The largest UDP payload; `mtu` leaves 128 bytes of it for headers (media header + streaming FEC extension
+# at MAX_TAU = 22 + 17 + 4 * 16 = 103 bytes).
 MAX_UDP_PAYLOAD = 65507
 
 
@@ -235,7 +238,7 @@ def _scheme(table: SpecTable) -> SchemeSpec:
     kind = table.string("kind", choices=SCHEME_KINDS)
     if kind == "probe":
         rate_kbps = table.number("rate_kbps", above=0)
-        packet_bytes = int(table.number("packet_bytes", 1200, minimum=16, maximum=MAX_UDP_PAYLOAD,
+        packet_bytes = int(table.number("packet_bytes", 1200, minimum=PROBE_HEADER_BYTES, maximum=MAX_UDP_PAYLOAD,
                                         integer=True))
         table.finish()
         return ProbeSchemeSpec(name, float(rate_kbps), packet_bytes)

@@ -20,8 +20,9 @@ def decoded_pictures(stream: pd.DataFrame, wanted: set[int]) -> dict[int, np.nda
     if stream.empty:
         return pictures
     decoder = VpxDecoder(str(stream["codec"].iloc[0]))
+    last = max(wanted)
     for frame_id, data in zip(stream["frame_id"], stream["data"]):
-        if frame_id > max(wanted):
+        if frame_id > last:
             break
         try:
             picture = decoder.decode(data)
