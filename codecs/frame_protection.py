@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from testbed.codecs.fec.block_code import BlockDecoder, BlockEncoder, BlockPacket
+from testbed.codecs.fec.block_code import MAX_BLOCK_PACKETS, BlockDecoder, BlockEncoder, BlockPacket
 from testbed.codecs.fec.streaming_code import (
     MAX_FEC_FRAME_BYTES,
     StreamingDecoder,
@@ -45,13 +45,23 @@ class FrameProtector:
             chunks = max(1, math.ceil(len(data) / self.mtu))
             return [ProtectedFragment(len(data), False, data[i * self.mtu:(i + 1) * self.mtu]) for i in range(chunks)]
         if self.kind == "block":
-            return [_block_fragment(p) for p in self._block.encode(data, float(ratio), self.mtu)]
+            return [_block_fragment(p) for p in self._block.encode(data, self._block_ratio(len(data), ratio),
+                                                                     self.mtu)]
         parts = [data[i:i + MAX_FEC_FRAME_BYTES] for i in range(0, max(len(data), 1), MAX_FEC_FRAME_BYTES)]
         fragments = []
         for index, part in enumerate(parts):
             for packet in self._streaming.encode(part, ratio):
                 fragments.append(_streaming_fragment(packet, index, len(parts)))
         return fragments
+
+    def _block_ratio(self, size: int, ratio: Fraction) -> Fraction:
+        """The ratio a GF(256) block code can give this frame: at most 255 packets, parity trimmed to fit."""
+        data_packets = max(1, math.ceil(size / self.mtu))
+        if data_packets > MAX_BLOCK_PACKETS:
+            raise ValueError(f"a {size}-byte frame needs {data_packets} > {MAX_BLOCK_PACKETS} block-code packets at "
+                             f"mtu {self.mtu}; use fec = \"streaming\" (it splits frames) or a larger mtu")
+        parity_packets = min(math.ceil(data_packets * ratio), MAX_BLOCK_PACKETS - data_packets)
+        return Fraction(parity_packets, data_packets)
 
 
 def _block_fragment(packet: BlockPacket) -> ProtectedFragment:

@@ -176,6 +176,9 @@ def parse_spec(data: dict[str, Any], source: Path, seed_override: int | None = N
         _unique(root, kind, [item.name for item in items])
     if any(s.uses_video for s in schemes) and not videos:
         root.fail("", "needs at least one [[video]] for its video schemes")
+    if any(s.uses_video for s in schemes) and round(experiment.duration_s * experiment.fps) < 2:
+        experiment_table.fail("duration_s", f"gives {round(experiment.duration_s * experiment.fps)} frames at "
+                                            f"{experiment.fps:g} fps; video schemes need at least 2")
     return Spec(source, experiment, videos, schemes, networks, root.resolved, tuple(inputs))
 
 
@@ -210,6 +213,8 @@ def _experiment(table: SpecTable, seed_override: int | None) -> ExperimentSpec:
     fps = table.number("fps", 30, above=0, maximum=240)
     seeds = table.integer_list("seeds", [1], minimum=0)
     if seed_override is not None:
+        if seed_override < 0:
+            raise SpecError(f"--seed must be >= 0, got {seed_override}")
         seeds = [seed_override]
         table.resolved["seeds"] = seeds
     if len(set(seeds)) != len(seeds):
@@ -255,7 +260,8 @@ def _vpx_scheme(table: SpecTable, name: str, kind: str) -> VpxSchemeSpec:
         if value == "adaptive":
             redundancy = table.string("redundancy", "adaptive")
         else:
-            redundancy = float(table.number("redundancy", minimum=0, maximum=4))
+            # The streaming code has at most one parity stripe per data stripe; a block code may have more.
+            redundancy = float(table.number("redundancy", minimum=0, maximum=1 if fec == "streaming" else 4))
     elif table.has("redundancy"):
         table.fail("redundancy", 'has no effect with fec = "none"; remove it')
     scheme = VpxSchemeSpec(

@@ -63,6 +63,17 @@ class FrameScorer:
             self._lpips_pending = []
 
 
+def _first_frames_at(display_ms: list[float | None], instants: set[float]) -> list[bool]:
+    """Mark the first frame shown at each instant: frames released together after a recovery share a time."""
+    marked, seen = [], set()
+    for value in display_ms:
+        first = value is not None and value in instants and value not in seen
+        if first:
+            seen.add(value)
+        marked.append(first)
+    return marked
+
+
 class VideoSession:
     """Sender, receiver and scorer of one video run."""
 
@@ -116,6 +127,6 @@ class VideoSession:
             "psnr_db": self.scorer.psnr[:n],
             "ssim": self.scorer.ssim[:n],
             "lpips": self.scorer.lpips[:n] if self.scorer.lpips_metric is not None else [None] * n,
-            "freeze": [d is not None and d in freeze_ends for d in display_ms],
+            "freeze": _first_frames_at(display_ms, freeze_ends),
         }
         return pa.Table.from_pydict(columns, schema=FRAMES_SCHEMA)

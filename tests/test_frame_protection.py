@@ -635,3 +635,11 @@ def test_field_corrupted_datagrams_never_raise(kind, sizes, seed, reverse):
                 continue
         for frame_id, frame in assembler.add(packet):
             assert isinstance(frame_id, int) and isinstance(frame, bytes)
+
+
+def test_block_code_trims_parity_to_255_packets_and_refuses_frames_that_cannot_fit() -> None:
+    protector = FrameProtector("block", mtu=256)
+    fragments = protector.protect(bytes(200 * 256), Fraction(1))
+    assert len(fragments) == 255 and sum(f.parity for f in fragments) == 55
+    with pytest.raises(ValueError, match="needs 300 > 255 block-code packets at mtu 256"):
+        protector.protect(bytes(300 * 256), Fraction(1, 2))

@@ -160,3 +160,30 @@ def test_bad_trace_file_error_names_key_file_and_line(tmp_path: Path) -> None:
     error = error_of(tmp_path, text)
     assert 'network "ge-medium": rate.trace is not a valid mahimahi trace' in error
     assert f"{tmp_path / 'bad.trace'}:3:" in error
+
+
+VIDEO_SCHEME = """
+[[video]]
+name = "v"
+source = "synthetic:talking-head"
+
+[[scheme]]
+name = "vp9"
+kind = "vp9"
+target_kbps = 100
+"""
+
+
+def test_video_runs_need_frames_and_streaming_parity_stays_within_one(tmp_path: Path) -> None:
+    short = BASE.replace("duration_s = 10", "duration_s = 0.01") + VIDEO_SCHEME
+    assert "[experiment]: duration_s gives 0 frames at 30 fps; video schemes need at least 2" in error_of(tmp_path,
+                                                                                                        short)
+    too_much = BASE + VIDEO_SCHEME + 'fec = "streaming"\nredundancy = 2\n'
+    assert 'scheme "vp9": redundancy must be within [0, 1], got 2' in error_of(tmp_path, too_much)
+    block = BASE + VIDEO_SCHEME + 'fec = "block"\nredundancy = 2\n'
+    assert load_spec(write(tmp_path, block)).schemes[1].redundancy == 2
+
+
+def test_negative_seed_override_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="--seed must be >= 0, got -1"):
+        load_spec(write(tmp_path, BASE), seed_override=-1)

@@ -72,6 +72,10 @@ def test_streaming_fec_beats_no_fec_under_thesis_ge_medium(tmp_path: Path) -> No
     streaming = frames[(frames["scheme"] == "streaming") & frames["rendered"]]
     assert (streaming["latency_ms"] > 50 + 2 * 1000 / 30).any()
     assert (frames.loc[frames["rendered"], "latency_ms"] >= 50).all()
+    # The freeze column marks exactly one frame per W3C freeze, even when recovered frames share a display time.
+    runs = summary[summary["level"] == "run"].astype({"seed": int}).set_index(["scheme", "seed"])["freeze_count"]
+    marked = frames.groupby(["scheme", "seed"])["freeze"].sum()
+    assert marked.reindex(runs.index).tolist() == runs.tolist() and runs.sum() > 0
 
 
 def _lossless_frames_and_packets(tmp_path: Path, extra: str) -> tuple[pd.DataFrame, pd.DataFrame]:
