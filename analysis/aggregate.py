@@ -39,6 +39,7 @@ import pandas as pd
 from testbed.analysis.bitrate import WINDOW_MS, bitrate_windows
 from testbed.analysis.freeze import libwebrtc_freezes, w3c_freezes
 from testbed.analysis.network_summary import AGGREGATE_KEYS, ALL, RUN_KEYS
+from testbed.analysis.quality import quantile, ssim_db
 from testbed.analysis.video_summary import worst_mean
 
 DB_CAP = 100.0
@@ -69,20 +70,9 @@ BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 
 
-def _quantile(values: np.ndarray, q: float) -> float:
-    """Linear-interpolated quantile; NaN for no values."""
-    return float(np.quantile(values, q)) if len(values) else float("nan")
-
-
 def capped_db(values: pd.Series) -> np.ndarray:
     """Decibel values with NaN dropped and everything above DB_CAP (inf included) set to DB_CAP."""
     return np.minimum(values.dropna().to_numpy(dtype=float), DB_CAP)
-
-
-def ssim_to_db(ssim: pd.Series) -> pd.Series:
-    """SSIM on the dB scale, -10 log10(1 - SSIM); inf where SSIM is 1."""
-    with np.errstate(divide="ignore"):
-        return -10.0 * np.log10(1.0 - ssim.astype(float))
 
 
 def quality_metrics(frames: pd.DataFrame, non_rendered: pd.Series) -> dict[str, float]:
@@ -94,22 +84,22 @@ def quality_metrics(frames: pd.DataFrame, non_rendered: pd.Series) -> dict[str, 
     latency = frames.loc[frames["rendered"].astype(bool), "latency_ms"].dropna().to_numpy(dtype=float)
     return {
         "frames": len(frames),
-        "psnr_median_db": _quantile(psnr, 0.5),
-        "psnr_p10_db": _quantile(psnr, 0.1),
+        "psnr_median_db": quantile(psnr, 0.5),
+        "psnr_p10_db": quantile(psnr, 0.1),
         "psnr_worst10_mean_db": worst_mean(psnr),
-        "psnr_p5_db": _quantile(psnr, 0.05),
-        "psnr_p1_db": _quantile(psnr, 0.01),
-        "ssim_median": _quantile(ssim_values, 0.5),
-        "ssim_p10": _quantile(ssim_values, 0.1),
-        "ssim_p5": _quantile(ssim_values, 0.05),
-        "ssim_p1": _quantile(ssim_values, 0.01),
-        "ssim_median_db": _quantile(capped_db(ssim_to_db(ssim)), 0.5),
-        "lpips_median": _quantile(lpips, 0.5),
-        "lpips_p95": _quantile(lpips, 0.95),
-        "lpips_p99": _quantile(lpips, 0.99),
-        "latency_p50_ms": _quantile(latency, 0.5),
-        "latency_p95_ms": _quantile(latency, 0.95),
-        "latency_p99_ms": _quantile(latency, 0.99),
+        "psnr_p5_db": quantile(psnr, 0.05),
+        "psnr_p1_db": quantile(psnr, 0.01),
+        "ssim_median": quantile(ssim_values, 0.5),
+        "ssim_p10": quantile(ssim_values, 0.1),
+        "ssim_p5": quantile(ssim_values, 0.05),
+        "ssim_p1": quantile(ssim_values, 0.01),
+        "ssim_median_db": quantile(capped_db(pd.Series(ssim_db(ssim.to_numpy(dtype=float)))), 0.5),
+        "lpips_median": quantile(lpips, 0.5),
+        "lpips_p95": quantile(lpips, 0.95),
+        "lpips_p99": quantile(lpips, 0.99),
+        "latency_p50_ms": quantile(latency, 0.5),
+        "latency_p95_ms": quantile(latency, 0.95),
+        "latency_p99_ms": quantile(latency, 0.99),
         "non_rendered_pct": 100.0 * float(non_rendered.mean()) if len(frames) else float("nan"),
     }
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from testbed.analysis.log_schema import FORWARD_FLOWS
+from testbed.analysis.quality import quantile
 
 RUN_KEYS = ["scheme", "network", "video", "seed"]
 AGGREGATE_KEYS = ["scheme", "network"]
@@ -28,9 +28,6 @@ def _network_metrics(packets: pd.DataFrame, duration_s: float) -> dict[str, floa
     def pct(mask: pd.Series) -> float:
         return 100.0 * float(mask.sum()) / sent if sent else float("nan")
 
-    def quantile(q: float) -> float:
-        return float(np.quantile(delays, q)) if len(delays) else float("nan")
-
     return {
         "packets_sent": sent,
         "bitrate_kbps": 8.0 * float(packets["bytes"].sum()) / per_run_seconds / 1000.0,
@@ -39,8 +36,8 @@ def _network_metrics(packets: pd.DataFrame, duration_s: float) -> dict[str, floa
         "loss_model_pct": pct(packets["drop"] == "loss"),
         "queue_drop_pct": pct(packets["drop"] == "queue"),
         "undelivered_pct": pct(~delivered & packets["drop"].isna()),
-        "delay_p50_ms": quantile(0.5),
-        "delay_p95_ms": quantile(0.95),
+        "delay_p50_ms": quantile(delays, 0.5),
+        "delay_p95_ms": quantile(delays, 0.95),
         "delay_max_ms": float(delays.max()) if len(delays) else float("nan"),
     }
 

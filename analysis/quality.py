@@ -44,6 +44,11 @@ def luma(frame: np.ndarray) -> np.ndarray:
     return frame.astype(np.float64) @ LUMA_WEIGHTS
 
 
+def quantile(values: np.ndarray, q: float) -> float:
+    """Linear-interpolated quantile; NaN for no values."""
+    return float(np.quantile(values, q)) if len(values) else float("nan")
+
+
 def psnr(reference: np.ndarray, test: np.ndarray, peak: float = 255.0) -> float:
     """PSNR in dB over every sample (all channels) of two same-shaped frames; inf when they are identical."""
     _check_pair(reference, test)
@@ -98,8 +103,8 @@ def ssim(reference: np.ndarray, test: np.ndarray) -> float:
     return float(np.mean(numerator / denominator))
 
 
-def ssim_db(value: float) -> float:
+def ssim_db(value: float | np.ndarray) -> float | np.ndarray:
     """SSIM on a decibel scale, -10 log10(1 - SSIM), which spreads out values near 1; inf for SSIM 1."""
-    if value >= 1.0:
-        return math.inf
-    return -10.0 * math.log10(1.0 - value)
+    with np.errstate(divide="ignore"):
+        result = -10.0 * np.log10(1.0 - np.asarray(value, dtype=float))
+    return float(result) if np.ndim(result) == 0 else result

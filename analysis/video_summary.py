@@ -7,6 +7,7 @@ import pandas as pd
 
 from testbed.analysis.freeze import w3c_freezes
 from testbed.analysis.network_summary import AGGREGATE_KEYS, ALL, RUN_KEYS
+from testbed.analysis.quality import quantile
 
 VIDEO_COLUMNS = [
     "frames", "psnr_median_db", "psnr_p10_db", "psnr_worst10_mean_db", "ssim_median", "non_rendered_pct",
@@ -26,9 +27,6 @@ def _quality(frames: pd.DataFrame) -> dict[str, float]:
     psnr = frames["psnr_db"].to_numpy(dtype=float)
     latency = frames["latency_ms"].dropna().to_numpy(dtype=float)
     ssim = frames["ssim"].dropna().to_numpy(dtype=float)
-
-    def quantile(values: np.ndarray, q: float) -> float:
-        return float(np.quantile(values, q)) if len(values) else float("nan")
 
     return {
         "frames": len(frames),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import os
 import secrets
@@ -15,6 +14,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from testbed.environment import package_versions
 
 NETEM_CHECK = "kernel qdisc netem"
 TBF_CHECK = "kernel qdisc tbf"
@@ -29,16 +30,6 @@ _QDISC_ARGS: dict[str, list[str]] = {
     NETEM_CHECK: ["netem", "delay", "1ms"],
     TBF_CHECK: ["tbf", "rate", "1mbit", "burst", "32kbit", "latency", "50ms"],
 }
-
-# (label, distribution name) of optional and core libraries whose versions matter for experiments.
-_PACKAGES: list[tuple[str, str]] = [
-    ("torch", "torch"),
-    ("PyAV", "av"),
-    ("numpy", "numpy"),
-    ("pandas", "pandas"),
-    ("pyarrow", "pyarrow"),
-]
-
 
 @dataclass(frozen=True)
 class Check:
@@ -131,13 +122,8 @@ def probe_qdiscs(ip: str | None, tc: str | None, is_root: bool) -> list[Check]:
 
 def check_packages() -> list[Check]:
     """Installed versions of the numeric/video/ML libraries, without importing them."""
-    checks = []
-    for label, dist in _PACKAGES:
-        try:
-            checks.append(Check(label, True, importlib.metadata.version(dist)))
-        except importlib.metadata.PackageNotFoundError:
-            checks.append(Check(label, False, "not installed"))
-    return checks
+    return [Check(label, version is not None, version or "not installed")
+            for label, version in package_versions().items()]
 
 
 def check_gpu() -> Check:

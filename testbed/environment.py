@@ -13,14 +13,19 @@ from typing import Any
 
 import testbed
 
-_PACKAGES = ("numpy", "pandas", "pyarrow", "av", "torch")
+# label -> distribution of the libraries whose versions matter for experiments (doctor reports them too).
+PACKAGES = {"numpy": "numpy", "pandas": "pandas", "pyarrow": "pyarrow", "PyAV": "av", "torch": "torch"}
 
 
-def _version(package: str) -> str | None:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
+def package_versions() -> dict[str, str | None]:
+    """Installed version of each library in PACKAGES (None if absent), read without importing it."""
+    versions: dict[str, str | None] = {}
+    for label, distribution in PACKAGES.items():
+        try:
+            versions[label] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            versions[label] = None
+    return versions
 
 
 def _sha256(path: Path) -> str:
@@ -39,7 +44,7 @@ def describe_environment(backend: str, spec_path: Path, input_files: tuple[Path,
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
         "jobs": jobs,
-        "packages": {name: _version(name) for name in _PACKAGES},
+        "packages": package_versions(),
         "spec": {"path": str(spec_path.resolve()), "sha256": _sha256(spec_path)},
         "inputs": {str(path): _sha256(path) for path in input_files},
         **(extra or {}),
