@@ -486,7 +486,7 @@ def destroy_topology(t: Topology, *, kill_processes: bool = True) -> list[str]:
 def cleanup_prefix(prefix_start: str = DEFAULT_PREFIX_START) -> list[str]:
     """Remove every namespace and root-namespace veth whose name starts with `prefix_start`.
 
-    The future ``testbed net cleanup``. Note: with the default ``"tb"`` this also removes the topologies of
+    Backs ``testbed net cleanup``. Note: with the default ``"tb"`` this also removes the topologies of
     runs still in progress on this machine; pass a full run prefix to target one run.
     """
     if not prefix_start:

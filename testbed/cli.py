@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write report.html, report.md, figures and tables of results")
     report.add_argument("results", type=Path, help="a results directory written by `testbed run`")
     commands.add_parser("doctor", help="report what this machine can run")
+    net = commands.add_parser("net", help="network namespace housekeeping")
+    net_commands = net.add_subparsers(dest="net_command", required=True)
+    cleanup = net_commands.add_parser("cleanup", help="remove namespaces and veths left by killed runs")
+    cleanup.add_argument("--prefix", default="tb", help="name prefix of what to remove (default: every testbed "
+                                                         "run; pass one run's prefix to target it)")
     return parser
 
 
@@ -115,6 +120,18 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _net_cleanup(args: argparse.Namespace, console: Console) -> int:
+    from testbed.emulator.namespaces import TopologyError, cleanup_prefix
+
+    try:
+        removed = cleanup_prefix(args.prefix)
+    except TopologyError as error:
+        console.print(Text.assemble(("error: ", "red"), str(error)))
+        return EXIT_USAGE
+    console.print(f"removed {len(removed)}: {', '.join(removed)}" if removed else "nothing to remove")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `testbed` console script."""
     args = _parser().parse_args(argv)
@@ -127,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
             return doctor_main()
         if args.command == "report":
             return _report(args, console)
+        if args.command == "net":
+            return _net_cleanup(args, errors)
         return _run(args, console)
     except (SpecError, OutputDirError) as error:
         errors.print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)

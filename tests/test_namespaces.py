@@ -283,3 +283,16 @@ def test_explicit_prefix_collision_is_a_command_error():
     finally:
         destroy_topology(t)
     assert_gone(t.prefix)
+
+
+@needs_root
+def test_net_cleanup_command_removes_a_killed_runs_namespaces(capsys):
+    from testbed.cli import main
+
+    prefix = nsmod.new_prefix()
+    subprocess.run(["ip", "netns", "add", f"{prefix}-rtr"], check=True)
+    assert main(["net", "cleanup", "--prefix", prefix]) == 0
+    assert f"{prefix}-rtr" in capsys.readouterr().err
+    assert f"{prefix}-rtr" not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert main(["net", "cleanup", "--prefix", prefix]) == 0
+    assert "nothing to remove" in capsys.readouterr().err
