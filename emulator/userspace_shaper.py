@@ -12,8 +12,11 @@ arrival time (and vice versa with the ``reverse`` link). ARP frames are forwarde
 neighbour discovery works (static neighbour entries work too: then no ARP is seen at all). Every other frame
 (IPv6, TCP, ...) is discarded and only counted.
 
-Frames are forwarded unchanged at layer 2 (the shaper is a bump in the wire, like a bridge): the two end
-hosts share one IP subnet and address each other's MAC directly.
+By default frames are forwarded unchanged at layer 2 (a bump in the wire, like a bridge): the two end hosts
+share one IP subnet and address each other's MAC directly. With ``rewrite_macs`` the shaper acts as the
+router of a routed topology (`testbed.emulator.namespaces`: two subnets, the router namespace's kernel does
+not forward): each shaped frame gets the configured destination and source MACs of its direction (the IP
+header, TTL included, is left alone), and ARP stays local to each link (the router's kernel answers it).
 
 Offloads MUST be off on every veth of the path, in every namespace::
 
@@ -46,7 +49,8 @@ JSON config for the entry point::
                  "rate": {"kind": "constant", "kbps": 320}, "queue_bytes": 6000},
      "reverse": {"delay_s": 0.025}}
 
-Optional keys: ``size_basis`` ("frame" | "udp_payload"), ``ready_file`` (written with the shaper's pid once
+Optional keys: ``rewrite_macs`` ({"forward": [dst, src], "reverse": [dst, src]}, MACs as "aa:bb:..."),
+``size_basis`` ("frame" | "udp_payload"), ``ready_file`` (written with the shaper's pid once
 both sockets are bound, so a launcher knows when traffic may start). SIGTERM/SIGINT stop the loop, frames
 still pending are not sent (their ``departed_s`` stays empty) and the log is written; exit status 0.
 
@@ -261,15 +265,19 @@ def _classify(frame: bytes) -> tuple[str, int, int, int]:
 
 def run_shaper(left_if: str, right_if: str, forward: LinkParams, reverse: LinkParams, seed: int,
                log_path: str | os.PathLike | None, stop_event: threading.Event,
-               size_basis: str = "frame", ready_event: threading.Event | None = None) -> ShaperLog:
+               size_basis: str = "frame", ready_event: threading.Event | None = None,
+               rewrite_macs: dict[str, tuple[str, str]] | None = None) -> ShaperLog:
     """Bridge `left_if` <-> `right_if` until `stop_event` is set; write the log to `log_path` and return it.
 
     Frames from `left_if` go through the `forward` link, frames from `right_if` through `reverse`.
+    `rewrite_macs` maps a direction to the (destination, source) MACs its shaped frames leave with.
     Must run in the namespace that owns both interfaces, as root (CAP_NET_RAW).
     """
     if size_basis not in ("frame", "udp_payload"):
         raise ValueError("size_basis must be 'frame' or 'udp_payload'")
     links = {"forward": Link(forward, seed, "forward"), "reverse": Link(reverse, seed, "reverse")}
+    headers = {direction: bytes.fromhex(dst.replace(":", "")) + bytes.fromhex(src.replace(":", ""))
+               for direction, (dst, src) in (rewrite_macs or {}).items()}
     left, right = _open(left_if), _open(right_if)
     _drain(left)
     _drain(right)
@@ -330,6 +338,8 @@ def run_shaper(left_if: str, right_if: str, forward: LinkParams, reverse: LinkPa
                     kind, payload, ip_id, head = _classify(frame)
                     if kind == "arp":
                         counters["arp"] += 1
+                        if headers:
+                            continue  # routed topology: each link's ARP is answered by the router's kernel
                         try:
                             out.send(frame)
                         except OSError:
@@ -344,6 +354,8 @@ def run_shaper(left_if: str, right_if: str, forward: LinkParams, reverse: LinkPa
                     row = shaper_log.add(direction, now, size, len(frame), drop, arrival, ge_state, ip_id, head)
                     if arrival is not None:
                         counter += 1
+                        if direction in headers:
+                            frame = headers[direction] + frame[12:]
                         heapq.heappush(pending, (arrival, counter, out, frame, row))
     finally:
         left.close()
@@ -379,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run_shaper(config["left_if"], config["right_if"], link_params_from_dict(config.get("forward")),
                             link_params_from_dict(config.get("reverse")), int(config.get("seed", 0)),
                             config.get("log_path"), stop, size_basis=config.get("size_basis", "frame"),
-                            ready_event=ready)
+                            ready_event=ready,
+                            rewrite_macs={k: tuple(v) for k, v in config.get("rewrite_macs", {}).items()})
     except PermissionError as exc:
         print(f"userspace_shaper: needs root / CAP_NET_RAW in the router namespace: {exc}", file=sys.stderr)
         return 1
