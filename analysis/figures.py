@@ -210,15 +210,20 @@ def cdf_points(values: np.ndarray, total: int | None = None,
     return x, y
 
 
+def _psnr_groups(frames: pd.DataFrame, colors: Mapping[str, str] | None
+                 ) -> tuple[pd.DataFrame, list, list[str], dict[str, str]]:
+    """Frames with a PSNR, their networks and schemes in drawing order, and every scheme's colour."""
+    data = frames[frames["psnr_db"].notna()]
+    schemes = _scheme_order(data["scheme"], colors)
+    return data, _unique(data["network"]), schemes, _colors_for(schemes, colors)
+
+
 @_styled
 def build_psnr_cdf(frames: pd.DataFrame, colors: Mapping[str, str] | None = None) -> Figure | None:
     """CDF of per-frame PSNR: one subplot per network, one line per scheme (all videos and seeds pooled)."""
     if not _has_psnr(frames):
         return None
-    data = frames[frames["psnr_db"].notna()]
-    networks = _unique(data["network"])
-    schemes = _scheme_order(data["scheme"], colors)
-    colors = _colors_for(schemes, colors)
+    data, networks, schemes, colors = _psnr_groups(frames, colors)
     rows, cols = _grid(len(networks))
     fig = _new_figure(3.9 * cols + 0.4, 3.2 * rows + 0.7)
     axes = _subplots(fig, len(networks), sharex=True, sharey=True)
@@ -263,10 +268,7 @@ def build_psnr_box(frames: pd.DataFrame, colors: Mapping[str, str] | None = None
     """PSNR box per network (loss level) and scheme, Fig. 5-6 style (see box_stats); the dot is the mean."""
     if not _has_psnr(frames):
         return None
-    data = frames[frames["psnr_db"].notna()]
-    networks = _unique(data["network"])
-    schemes = _scheme_order(data["scheme"], colors)
-    colors = _colors_for(schemes, colors)
+    data, networks, schemes, colors = _psnr_groups(frames, colors)
     width = 0.8 / len(schemes)
     fig = _new_figure(max(5.0, 1.1 + len(networks) * (0.45 * len(schemes) + 0.5)), 4.2)
     ax = fig.subplots()
