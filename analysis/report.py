@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
 from testbed.analysis.aggregate import paired_deltas, summarize_deltas, summarize_runs
+from testbed.analysis.fidelity import TOLERANCES, compare_backends, fidelity_overview
 from testbed.analysis.figures import render_all
 from testbed.analysis.lpips import lpips_available
+from testbed.analysis.network_summary import ALL
 from testbed.analysis.report_document import ReportContent, ReportTable, write_report
 
 Progress = Callable[[int, int, str], None]
+
+# The runner stores, next to a mininet run's logs, the packet log of the same spec on the sim backend.
+SIM_PACKETS = "sim_packets.parquet"
 
 _SUMMARY_COLUMNS = {
     "video": ["scheme", "network", "bitrate_kbps", "loss_pct", "psnr_median_db", "psnr_p10_db",
@@ -50,6 +56,39 @@ def _lpips_note(frames: pd.DataFrame) -> str:
     return f"LPIPS is not available here ({reason}); the lpips column is empty."
 
 
+def _setup_note(environment: dict) -> str:
+    """Backend and version, and for mininet runs the shaper, why it was chosen and the clock."""
+    note = f"Backend: {environment.get('backend', '?')}; testbed {environment.get('testbed_version', '?')}."
+    mininet = environment.get("mininet")
+    if isinstance(mininet, dict):
+        note += f" Shaper: {mininet.get('shaper', '?')} ({mininet.get('shaper_reason', 'no reason recorded')})."
+        if mininet.get("clock"):
+            note += f" Clock: {mininet['clock']}."
+    return note
+
+
+def _fidelity_table(results_dir: Path, packets: pd.DataFrame, spec: dict, environment: dict) -> ReportTable | None:
+    """The mininet-vs-sim comparison when the results directory holds the sim packet log; None otherwise."""
+    sim_path = results_dir / SIM_PACKETS
+    if not sim_path.exists():
+        return None
+    comparison = compare_backends(pd.read_parquet(sim_path), packets, float(spec["experiment"]["duration_s"]))
+    verdicts = comparison.loc[comparison["seed"] != ALL, "within"]
+    shaper = (environment.get("mininet") or {}).get("shaper", "unknown")
+    tolerances = "; ".join(f"{metric} {tolerance.describe()}" for metric, tolerance in TOLERANCES.items())
+    caption = (
+        f"The same spec on the sim backend ({SIM_PACKETS}) against this run's packets (emulated, shaper: "
+        f"{shaper}): network metrics per scheme, network and path, packets pooled over seeds; seeds_within "
+        f"counts the seeds that passed. Difference = emulated - sim; tolerances (points, ms, kbps, packets): "
+        f"{tolerances}, reasons in testbed.analysis.fidelity. Loss by cause is n/a under netem (drops "
+        f"unattributed). Per-seed comparisons: {int(verdicts.eq(True).sum())} within, "
+        f"{int(verdicts.eq(False).sum())} outside, {int(verdicts.isna().sum())} not comparable; "
+        f"tables/fidelity.csv has every row."
+    )
+    return ReportTable("fidelity", "Fidelity: mininet vs sim", fidelity_overview(comparison), caption,
+                       csv=comparison)
+
+
 def build_report(results_dir: Path, progress: Progress | None = None,
                  extra_figures: dict[str, Path] | None = None) -> dict[str, Path]:
     """Write figures/, tables/*.csv, report.md and report.html into `results_dir`; name -> path written.
@@ -65,6 +104,11 @@ def build_report(results_dir: Path, progress: Progress | None = None,
     columns = [c for c in _SUMMARY_COLUMNS[kind] if c in aggregate]
     tables = [ReportTable("summary", "Summary per scheme and network", aggregate[columns],
                           "One row per scheme x network; runs pooled over videos and seeds.")]
+    spec_text = (results_dir / "spec.toml").read_text(encoding="utf-8")
+    environment = json.loads((results_dir / "environment.json").read_text(encoding="utf-8"))
+    fidelity = _fidelity_table(results_dir, packets, tomllib.loads(spec_text), environment)
+    if fidelity is not None:
+        tables.append(fidelity)
     if not frames.empty:
         runs = summarize_runs(frames, packets)
         tables.append(ReportTable("quality", "Quality, freezes and latency (all statistics)",
@@ -77,11 +121,8 @@ def build_report(results_dir: Path, progress: Progress | None = None,
     else:
         tables.append(ReportTable("runs", "Every run", summary[summary["level"] == "run"].drop(columns=["level"])))
     figures = {**render_all(results_dir, results_dir, progress), **(extra_figures or {})}
-    spec_text = (results_dir / "spec.toml").read_text(encoding="utf-8")
-    environment = json.loads((results_dir / "environment.json").read_text(encoding="utf-8"))
     experiment = environment.get("spec", {}).get("path", results_dir.name)
-    notes = [*_NOTES, _lpips_note(frames),
-             f"Backend: {environment.get('backend', '?')}; testbed {environment.get('testbed_version', '?')}."]
+    notes = [*_NOTES, _lpips_note(frames), _setup_note(environment)]
     content = ReportContent(f"Report: {Path(experiment).stem}", tables, figures,
                             {name: FIGURE_CAPTIONS.get(name, "") for name in figures}, notes, spec_text, environment)
     return {**figures, **write_report(content, results_dir)}

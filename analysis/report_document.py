@@ -25,12 +25,13 @@ figcaption { font-size: 0.9em; color: #555; } pre { background: #f7f7f7; padding
 
 @dataclass
 class ReportTable:
-    """A table shown in the report and written as CSV."""
+    """A table shown in the report and written as CSV (`csv` instead of the shown `frame` when given)."""
 
     name: str
     title: str
     frame: pd.DataFrame
     caption: str = ""
+    csv: pd.DataFrame | None = None
 
 
 @dataclass
@@ -84,7 +85,7 @@ def write_report(content: ReportContent, out_dir: Path) -> dict[str, Path]:
     written: dict[str, Path] = {}
     for table in content.tables:
         path = tables_dir / f"{table.name}.csv"
-        table.frame.to_csv(path, index=False, float_format="%.6g")
+        (table.frame if table.csv is None else table.csv).to_csv(path, index=False, float_format="%.6g")
         written[f"table:{table.name}"] = path
     notes = "".join(f'<p class="note">{html.escape(note)}</p>' for note in content.notes)
     parts = [

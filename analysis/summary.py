@@ -15,3 +15,12 @@ def summarize(packets: pd.DataFrame, frames: pd.DataFrame, duration_s: float) ->
         return network
     video = summarize_video(frames, packets)
     return network.merge(video, on=["level", *RUN_KEYS], how="left")
+
+
+def with_run_status(summary: pd.DataFrame, failures: pd.DataFrame) -> pd.DataFrame:
+    """Add `status` ("ok" / "failed") and `error` columns, with one row per failed run (no metrics)."""
+    summary = summary.assign(status="ok", error="")
+    if failures.empty:
+        return summary
+    failed = failures.assign(level="run")[["level", *RUN_KEYS, "status", "error"]]
+    return pd.concat([summary, failed], ignore_index=True)

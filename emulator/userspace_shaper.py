@@ -1,20 +1,26 @@
 """Userspace shaper: bridges two interfaces of a router namespace with AF_PACKET sockets and applies one
 `Link` per direction in wall-clock time.
 
-Runs *inside* the router network namespace, e.g.::
-
-    ip netns exec ROUTER_NS python -m testbed.emulator.userspace_shaper CONFIG.json
+Runs *inside* the router host, e.g. ``topology.exec_argv("router", [python, "-m",
+"testbed.emulator.userspace_shaper", CONFIG.json])`` (`testbed.emulator.mininet_topology`).
 
 Semantics are exactly those of `testbed.emulator.link.Link` (loss on arrival -> drop-tail FIFO -> serializer
--> propagation delay), evaluated with ``now = time.monotonic() - start``. Every IPv4/UDP frame received on
-the left interface is shaped by the ``forward`` link and sent out of the right interface at its computed
-arrival time (and vice versa with the ``reverse`` link). ARP frames are forwarded immediately and unshaped so
-neighbour discovery works (static neighbour entries work too: then no ARP is seen at all). Every other frame
-(IPv6, TCP, ...) is discarded and only counted.
+-> propagation delay), evaluated with ``now = time.monotonic() - start``, where ``start`` is the config's
+``start_monotonic`` when given (a run-wide time origin shared with the agents: CLOCK_MONOTONIC is
+system-wide, the same in every network namespace) and the shaper's own start otherwise. The link of each
+direction is ``Link(params, seed, *stream_key, direction)``: with ``stream_key = [network name]`` its loss
+draws are exactly those of the `sim` backend's ``Link(network.forward, run.seed, network.name, "forward")``.
+
+Every IPv4/UDP frame received on the left interface is shaped by the ``forward`` link and sent out of the
+right interface at its computed arrival time (and vice versa with the ``reverse`` link). ARP frames are
+forwarded immediately and unshaped so neighbour discovery works (static neighbour entries work too: then no
+ARP is seen at all). Every other frame (IPv6, TCP, ...) is discarded and only counted (``ignored``), as are
+UDP frames shorter than their UDP length field and IP fragments (``truncated``): the shaper only forwards
+whole datagrams.
 
 By default frames are forwarded unchanged at layer 2 (a bump in the wire, like a bridge): the two end hosts
 share one IP subnet and address each other's MAC directly. With ``rewrite_macs`` the shaper acts as the
-router of a routed topology (`testbed.emulator.namespaces`: two subnets, the router namespace's kernel does
+router of a routed topology (`testbed.emulator.mininet_topology`: two subnets, the router's kernel does
 not forward): each shaped frame gets the configured destination and source MACs of its direction (the IP
 header, TTL included, is left alone), and ARP stays local to each link (the router's kernel answers it).
 
@@ -35,11 +41,12 @@ charges (``len(datagram.payload)``).
 
 Per-packet log (one row per shaped frame, in arrival order), written on stop as Parquet (``.parquet``) or
 CSV (anything else): ``direction`` ("forward"/"reverse"), ``arrival_s`` (wall arrival at the shaper, seconds
-since start), ``size`` (charged bytes), ``frame_bytes``, ``drop`` ("loss"/"queue"/None), ``scheduled_s``
+since ``start``), ``size`` (charged bytes), ``frame_bytes``, ``drop`` ("loss"/"queue"/None), ``scheduled_s``
 (departure computed by the link, None if dropped or never delivered), ``departed_s`` (actual send time, None
-if not sent before stop), ``ge_state``, ``ip_id`` (IPv4 identification), ``udp_head`` (first 8 bytes of the
-UDP payload as a big-endian unsigned integer, -1 if shorter) for matching rows with the agents' logs.
-The monotonic time of ``start`` is stored in the file metadata (``start_monotonic``) / a sidecar for CSV.
+if not sent before stop), ``ge_state``, ``ip_id`` (IPv4 identification), ``digest``
+(`testbed.emulator.payload_digest.payload_digest` of the UDP payload, a signed int64) for matching rows with
+the agents' logs. The monotonic time of ``start`` and the counters (``arp``, ``ignored``, ``truncated``,
+``send_errors``) are stored in the file metadata / a ``.meta.json`` sidecar for CSV.
 
 JSON config for the entry point::
 
@@ -50,7 +57,8 @@ JSON config for the entry point::
      "reverse": {"delay_s": 0.025}}
 
 Optional keys: ``rewrite_macs`` ({"forward": [dst, src], "reverse": [dst, src]}, MACs as "aa:bb:..."),
-``size_basis`` ("frame" | "udp_payload"), ``ready_file`` (written with the shaper's pid once
+``size_basis`` ("frame" | "udp_payload"), ``stream_key`` (list of strings, default []), ``start_monotonic``
+(float, CLOCK_MONOTONIC seconds of the run's time origin), ``ready_file`` (written with the shaper's pid once
 both sockets are bound, so a launcher knows when traffic may start). SIGTERM/SIGINT stop the loop, frames
 still pending are not sent (their ``departed_s`` stays empty) and the log is written; exit status 0.
 
@@ -73,6 +81,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +99,7 @@ from testbed.emulator.link import (
     RateScheduleParams,
 )
 from testbed.emulator.loss import GilbertElliottParams
+from testbed.emulator.payload_digest import payload_digest
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +118,7 @@ SOCKET_BUFFER = 8 * 1024 * 1024
 
 DIRECTIONS = ("forward", "reverse")
 LOG_COLUMNS = ("direction", "arrival_s", "size", "frame_bytes", "drop", "scheduled_s", "departed_s",
-               "ge_state", "ip_id", "udp_head")
+               "ge_state", "ip_id", "digest")
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -159,9 +169,10 @@ class ShaperLog:
 
     columns: dict[str, list] = field(default_factory=lambda: {c: [] for c in LOG_COLUMNS})
     start_monotonic: float = 0.0
-    counters: dict[str, int] = field(default_factory=lambda: {"arp": 0, "ignored": 0, "send_errors": 0})
+    counters: dict[str, int] = field(default_factory=lambda: {"arp": 0, "ignored": 0, "truncated": 0,
+                                                              "send_errors": 0})
 
-    def add(self, direction, arrival, size, frame_bytes, drop, scheduled, ge_state, ip_id, udp_head) -> int:
+    def add(self, direction, arrival, size, frame_bytes, drop, scheduled, ge_state, ip_id, digest) -> int:
         c = self.columns
         c["direction"].append(direction)
         c["arrival_s"].append(arrival)
@@ -172,7 +183,7 @@ class ShaperLog:
         c["departed_s"].append(None)
         c["ge_state"].append(ge_state)
         c["ip_id"].append(ip_id)
-        c["udp_head"].append(udp_head)
+        c["digest"].append(digest)
         return len(c["direction"]) - 1
 
     def __len__(self) -> int:
@@ -189,7 +200,7 @@ class ShaperLog:
             types = {"direction": pa.string(), "arrival_s": pa.float64(), "size": pa.int64(),
                      "frame_bytes": pa.int64(), "drop": pa.string(), "scheduled_s": pa.float64(),
                      "departed_s": pa.float64(), "ge_state": pa.string(), "ip_id": pa.int64(),
-                     "udp_head": pa.int64()}
+                     "digest": pa.int64()}
             schema = pa.schema([pa.field(c, types[c]) for c in LOG_COLUMNS], metadata=meta)
             table = pa.Table.from_arrays([pa.array(self.columns[c], types[c]) for c in LOG_COLUMNS],
                                          schema=schema)
@@ -233,32 +244,31 @@ def _drain(s: socket.socket) -> None:
 
 
 def _classify(frame: bytes) -> tuple[str, int, int, int]:
-    """('udp'|'arp'|'other', udp_payload_bytes, ip_id, udp_head)."""
+    """('udp'|'truncated'|'arp'|'other', udp_payload_bytes, ip_id, payload digest); 0/-1/0 where n/a."""
     if len(frame) < 14:
-        return "other", 0, -1, -1
+        return "other", 0, -1, 0
     ethertype = (frame[12] << 8) | frame[13]
     off = 14
     if ethertype == 0x8100 and len(frame) >= 18:  # one VLAN tag
         ethertype = (frame[16] << 8) | frame[17]
         off = 18
     if ethertype == ETH_P_ARP:
-        return "arp", 0, -1, -1
+        return "arp", 0, -1, 0
     if ethertype != ETH_P_IP or len(frame) < off + 20:
-        return "other", 0, -1, -1
+        return "other", 0, -1, 0
     if frame[off + 9] != IPPROTO_UDP:
-        return "other", 0, -1, -1
+        return "other", 0, -1, 0
     ihl = (frame[off] & 0x0F) * 4
     ip_id = (frame[off + 4] << 8) | frame[off + 5]
     u = off + ihl
-    if len(frame) < u + 8:
-        return "other", 0, -1, -1
+    fragment = ((frame[off + 6] << 8) | frame[off + 7]) & 0x3FFF  # MF flag or a fragment offset
+    if fragment or len(frame) < u + 8:
+        return "truncated", 0, ip_id, 0
     udp_len = (frame[u + 4] << 8) | frame[u + 5]
-    payload = max(0, udp_len - 8)
-    p = u + 8
-    head = int.from_bytes(frame[p:p + 8], "big") if len(frame) >= p + 8 else -1
-    if head >= 1 << 63:
-        head -= 1 << 64  # keep it in int64
-    return "udp", payload, ip_id, head
+    end = u + udp_len  # not len(frame): short frames carry Ethernet padding after the datagram
+    if udp_len < 8 or len(frame) < end:
+        return "truncated", 0, ip_id, 0
+    return "udp", udp_len - 8, ip_id, payload_digest(frame[u + 8:end])
 
 
 # ---------------------------------------------------------------------------------------------- shaper
@@ -266,16 +276,20 @@ def _classify(frame: bytes) -> tuple[str, int, int, int]:
 def run_shaper(left_if: str, right_if: str, forward: LinkParams, reverse: LinkParams, seed: int,
                log_path: str | os.PathLike | None, stop_event: threading.Event,
                size_basis: str = "frame", ready_event: threading.Event | None = None,
-               rewrite_macs: dict[str, tuple[str, str]] | None = None) -> ShaperLog:
+               rewrite_macs: dict[str, tuple[str, str]] | None = None, stream_key: Sequence[str] = (),
+               start_monotonic: float | None = None) -> ShaperLog:
     """Bridge `left_if` <-> `right_if` until `stop_event` is set; write the log to `log_path` and return it.
 
     Frames from `left_if` go through the `forward` link, frames from `right_if` through `reverse`.
     `rewrite_macs` maps a direction to the (destination, source) MACs its shaped frames leave with.
+    Each direction's link is ``Link(params, seed, *stream_key, direction)``; times are seconds since
+    `start_monotonic` (CLOCK_MONOTONIC), or since the shaper's own start when it is None.
     Must run in the namespace that owns both interfaces, as root (CAP_NET_RAW).
     """
     if size_basis not in ("frame", "udp_payload"):
         raise ValueError("size_basis must be 'frame' or 'udp_payload'")
-    links = {"forward": Link(forward, seed, "forward"), "reverse": Link(reverse, seed, "reverse")}
+    links = {"forward": Link(forward, seed, *stream_key, "forward"),
+             "reverse": Link(reverse, seed, *stream_key, "reverse")}
     headers = {direction: bytes.fromhex(dst.replace(":", "")) + bytes.fromhex(src.replace(":", ""))
                for direction, (dst, src) in (rewrite_macs or {}).items()}
     left, right = _open(left_if), _open(right_if)
@@ -290,7 +304,7 @@ def run_shaper(left_if: str, right_if: str, forward: LinkParams, reverse: LinkPa
     counters = shaper_log.counters
     pending: list[tuple[float, int, socket.socket, bytes, int]] = []
     counter = 0
-    start = time.monotonic()
+    start = time.monotonic() if start_monotonic is None else start_monotonic
     shaper_log.start_monotonic = start
     mono = time.monotonic
     use_frame = size_basis == "frame"
@@ -335,7 +349,7 @@ def run_shaper(left_if: str, right_if: str, forward: LinkParams, reverse: LinkPa
                         break
                     if addr[2] == PACKET_OUTGOING:
                         continue
-                    kind, payload, ip_id, head = _classify(frame)
+                    kind, payload, ip_id, digest = _classify(frame)
                     if kind == "arp":
                         counters["arp"] += 1
                         if headers:
@@ -346,12 +360,12 @@ def run_shaper(left_if: str, right_if: str, forward: LinkParams, reverse: LinkPa
                             counters["send_errors"] += 1
                         continue
                     if kind != "udp":
-                        counters["ignored"] += 1
+                        counters["ignored" if kind == "other" else "truncated"] += 1
                         continue
                     now = mono() - start
                     size = len(frame) if use_frame else payload
                     arrival, drop, ge_state = link.transmit(size, now)
-                    row = shaper_log.add(direction, now, size, len(frame), drop, arrival, ge_state, ip_id, head)
+                    row = shaper_log.add(direction, now, size, len(frame), drop, arrival, ge_state, ip_id, digest)
                     if arrival is not None:
                         counter += 1
                         if direction in headers:
@@ -374,6 +388,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="userspace_shaper: %(message)s")
     config = json.loads(Path(argv[0]).read_text())
+    stream_key = config.get("stream_key", [])
+    if not isinstance(stream_key, list) or not all(isinstance(k, str) for k in stream_key):
+        print(f"userspace_shaper: {argv[0]}: stream_key must be a list of strings, got {stream_key!r}",
+              file=sys.stderr)
+        return 2
+    start_monotonic = config.get("start_monotonic")
+    if start_monotonic is not None and (isinstance(start_monotonic, bool)
+                                        or not isinstance(start_monotonic, (int, float))):
+        print(f"userspace_shaper: {argv[0]}: start_monotonic must be a number of seconds, got {start_monotonic!r}",
+              file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def on_signal(signum, _frame):
@@ -392,7 +417,9 @@ def main(argv: list[str] | None = None) -> int:
                             link_params_from_dict(config.get("reverse")), int(config.get("seed", 0)),
                             config.get("log_path"), stop, size_basis=config.get("size_basis", "frame"),
                             ready_event=ready,
-                            rewrite_macs={k: tuple(v) for k, v in config.get("rewrite_macs", {}).items()})
+                            rewrite_macs={k: tuple(v) for k, v in config.get("rewrite_macs", {}).items()},
+                            stream_key=stream_key,
+                            start_monotonic=None if start_monotonic is None else float(start_monotonic))
     except PermissionError as exc:
         print(f"userspace_shaper: needs root / CAP_NET_RAW in the router namespace: {exc}", file=sys.stderr)
         return 1

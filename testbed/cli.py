@@ -13,6 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from testbed.emulator.mininet_topology import TopologyError
+from testbed.mininet_backend import RunFailed
 from testbed.runner import BACKENDS, OutputDirError, run_experiment
 from testbed.spec import Run, load_spec
 from testbed.spec_table import SpecError
@@ -46,9 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write report.html, report.md, figures and tables of results")
     report.add_argument("results", type=Path, help="a results directory written by `testbed run`")
     commands.add_parser("doctor", help="report what this machine can run")
-    net = commands.add_parser("net", help="network namespace housekeeping")
+    net = commands.add_parser("net", help="Mininet host housekeeping")
     net_commands = net.add_subparsers(dest="net_command", required=True)
-    cleanup = net_commands.add_parser("cleanup", help="remove namespaces and veths left by killed runs")
+    cleanup = net_commands.add_parser("cleanup", help="remove the Mininet hosts, processes and veths left by "
+                                                      "killed runs")
     cleanup.add_argument("--prefix", default="tb", help="name prefix of what to remove (default: every testbed "
                                                          "run; pass one run's prefix to target it)")
     return parser
@@ -94,8 +97,13 @@ def _run(args: argparse.Namespace, console: Console) -> int:
         summary = run_experiment(spec, out_dir, backend=args.backend, jobs=args.jobs, overwrite=args.overwrite,
                                  on_start=lambda total: progress.update(task, total=total), on_done=on_done)
     _print_summary(console, summary, out_dir)
-    console.print(f"results written to {out_dir}")
-    return 0
+    failed = summary[summary["status"] == "failed"]
+    for _, row in failed.iterrows():
+        console.print(Text.assemble((f"run failed: {row['scheme']} / {row['network']} / seed {row['seed']}: ", "red"),
+                                    str(row["error"])))
+    console.print(f"results written to {out_dir}" + (f" ({len(failed)} failed runs, see summary.csv)"
+                                                      if len(failed) else ""))
+    return 1 if len(failed) else 0
 
 
 def _report(args: argparse.Namespace, console: Console) -> int:
@@ -121,7 +129,7 @@ def _report(args: argparse.Namespace, console: Console) -> int:
 
 
 def _net_cleanup(args: argparse.Namespace, console: Console) -> int:
-    from testbed.emulator.namespaces import TopologyError, cleanup_prefix
+    from testbed.emulator.mininet_topology import TopologyError, cleanup_prefix
 
     try:
         removed = cleanup_prefix(args.prefix)
@@ -150,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, OutputDirError) as error:
         errors.print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)
         return EXIT_USAGE
+    except (TopologyError, RunFailed) as error:  # the mininet backend cannot run here (root, Mininet, netem)
+        errors.print(Text.assemble(("error: ", "red"), str(error)), soft_wrap=True)
+        return 1
     except KeyboardInterrupt:
         errors.print("interrupted; nothing was written")
         return 130

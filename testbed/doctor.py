@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import secrets
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from testbed.emulator.netem import ProbeFailed, probe_qdiscs_in_namespace
 from testbed.environment import package_versions
 
 NETEM_CHECK = "kernel qdisc netem"
@@ -23,7 +21,6 @@ NAMESPACE_PREFIX = "tbdoctor-"
 CANNOT_PROBE = "cannot probe: "
 
 MIN_PYTHON = (3, 11)
-COMMAND_TIMEOUT_S = 10.0
 
 # Minimal valid parameters for each qdisc kind we rely on; only acceptance by the kernel matters.
 _QDISC_ARGS: dict[str, list[str]] = {
@@ -38,17 +35,6 @@ class Check:
     name: str
     ok: bool
     detail: str
-
-
-def _run(argv: list[str]) -> tuple[bool, str]:
-    """Run argv without a shell; return (succeeded, stderr or failure reason)."""
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False)
-    except subprocess.TimeoutExpired:
-        return False, f"timed out after {COMMAND_TIMEOUT_S:g}s: {' '.join(argv)}"
-    except OSError as exc:
-        return False, f"{argv[0]}: {exc.strerror or exc}"
-    return proc.returncode == 0, proc.stderr.strip()
 
 
 def check_python() -> Check:
@@ -75,11 +61,15 @@ def check_root() -> Check:
 
 
 def check_mininet() -> Check:
-    """Mininet's Python package (located, not imported) and its mnexec helper."""
-    package = importlib.util.find_spec("mininet") is not None
+    """Mininet's mnexec helper and its Python package (imported, with its version)."""
     mnexec = shutil.which("mnexec")
-    detail = f"python package {'found' if package else 'missing'}; mnexec {mnexec or 'not on PATH'}"
-    return Check("mininet", package and mnexec is not None, detail)
+    try:
+        import mininet.net
+    except Exception as exc:  # noqa: BLE001 -- any import failure means the backend cannot use it
+        package, detail = False, f"python package not importable ({exc})"
+    else:
+        package, detail = True, f"python package {mininet.net.VERSION}"
+    return Check("mininet", package and mnexec is not None, f"{detail}; mnexec {mnexec or 'not on PATH'}")
 
 
 def check_binary(name: str) -> Check:
@@ -101,23 +91,11 @@ def probe_qdiscs(ip: str | None, tc: str | None, is_root: bool) -> list[Check]:
         return _unprobed("ip not on PATH")
     if tc is None:
         return _unprobed("tc not on PATH")
-
-    namespace = f"{NAMESPACE_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        created, error = _run([ip, "netns", "add", namespace])
-        if not created:
-            return _unprobed(f"ip netns add failed: {error}")
-        # Probe on the namespace's own `lo`: it always exists, whereas `type dummy` needs a driver some
-        # kernels lack (this dev machine's does). `replace` lets the next kind take over the root slot.
-        checks = []
-        for name, qdisc in _QDISC_ARGS.items():
-            argv = [ip, "netns", "exec", namespace, tc, "qdisc", "replace", "dev", "lo", "root", *qdisc]
-            ok, error = _run(argv)
-            checks.append(Check(name, ok, "accepted" if ok else error or "tc failed without a message"))
-        return checks
-    finally:
-        # Also covers a failed or interrupted `netns add`; deleting a missing namespace is harmless.
-        _run([ip, "netns", "delete", namespace])
+        results = probe_qdiscs_in_namespace(_QDISC_ARGS, ip, tc, NAMESPACE_PREFIX)
+    except ProbeFailed as exc:
+        return _unprobed(str(exc))
+    return [Check(name, ok, detail) for name, (ok, detail) in results.items()]
 
 
 def check_packages() -> list[Check]:

@@ -9,7 +9,7 @@ import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 import pyarrow as pa
@@ -17,18 +17,44 @@ import pyarrow.parquet as pq
 
 from testbed.analysis.log_schema import BITSTREAMS_SCHEMA, FRAMES_SCHEMA, PACKETS_SCHEMA
 from testbed.analysis.lpips import default_weights_path, lpips_available
-from testbed.analysis.summary import summarize
+from testbed.analysis.network_summary import RUN_KEYS
+from testbed.analysis.summary import summarize, with_run_status
 from testbed.codecs.video_source import VideoError, load_clip
 from testbed.environment import describe_environment
+from testbed.mininet_backend import CLOCK, RunFailed, choose_shaper, run_on_mininet
 from testbed.sim import RunOutput, simulate
 from testbed.spec import Run, Spec
 from testbed.spec_table import SpecError
 
-BACKENDS = ("sim",)
+BACKENDS = ("sim", "mininet")
+FAILED_RUNS_FILE = "failed_runs.csv"
 
 
 class OutputDirError(RuntimeError):
     """The output directory cannot be used."""
+
+
+def _run_dir_name(run: Run) -> str:
+    return f"{run.scheme.name}--{run.network.name}--{run.video_name}--seed{run.seed}"
+
+
+def _execute_mininet(spec: Spec, runs: list[Run], staging: Path, on_done: Callable[[Run], None]
+                     ) -> tuple[list[RunOutput], pd.DataFrame, dict[str, Any]]:
+    """Run each run on its own topology, one at a time (real time); a failed run is recorded and skipped."""
+    shaper = choose_shaper(spec.mininet.shaper, spec)
+    outputs, failures, details = [], [], {}
+    for run in runs:
+        name = _run_dir_name(run)
+        try:
+            output, details[name] = run_on_mininet(run, staging / "agents" / name, shaper)
+            outputs.append(output)
+        except RunFailed as error:
+            failures.append({"scheme": run.scheme.name, "network": run.network.name, "video": run.video_name,
+                             "seed": run.seed, "status": "failed", "error": str(error)})
+        on_done(run)
+    environment = {"mininet": {"shaper": shaper.kind, "shaper_reason": shaper.reason, "clock": CLOCK,
+                               "runs": details}}
+    return outputs, pd.DataFrame(failures, columns=[*RUN_KEYS, "status", "error"]), environment
 
 
 def _execute(runs: list[Run], jobs: int, on_done: Callable[[Run], None]) -> list[RunOutput]:
@@ -95,15 +121,25 @@ def run_experiment(spec: Spec, out_dir: Path, *, backend: str = "sim", jobs: int
     staging.mkdir(parents=True)
     try:
         (staging / "spec.toml").write_text(spec.to_toml(), encoding="utf-8")
-        environment = describe_environment(backend, spec.source, spec.input_files, jobs, {"models": models})
+        extra: dict[str, Any] = {"models": models}
+        failures = pd.DataFrame(columns=[*RUN_KEYS, "status", "error"])
+        if backend == "mininet":
+            outputs, failures, mininet = _execute_mininet(spec, runs, staging, on_done)
+            extra.update(mininet)
+            # The same spec on `sim`, for the fidelity check in the report.
+            reference = _execute(runs, jobs, lambda run: None)
+            pq.write_table(_concat([o.packets for o in reference], PACKETS_SCHEMA), staging / "sim_packets.parquet")
+        else:
+            outputs = _execute(runs, jobs, on_done)
+        environment = describe_environment(backend, spec.source, spec.input_files, jobs, extra)
         (staging / "environment.json").write_text(json.dumps(environment, indent=2) + "\n", encoding="utf-8")
-        outputs = _execute(runs, jobs, on_done)
         packets = _concat([o.packets for o in outputs], PACKETS_SCHEMA)
         pq.write_table(packets, staging / "packets.parquet")
         frames = _concat([o.frames for o in outputs], FRAMES_SCHEMA)
         pq.write_table(frames, staging / "frames.parquet")
         pq.write_table(_concat([o.bitstreams for o in outputs], BITSTREAMS_SCHEMA), staging / "bitstreams.parquet")
         summary = summarize(packets.to_pandas(), frames.to_pandas(), spec.experiment.duration_s)
+        summary = with_run_status(summary, failures)
         summary.to_csv(staging / "summary.csv", index=False, float_format="%.4f")
         if out_dir.exists():
             shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()

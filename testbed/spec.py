@@ -23,6 +23,7 @@ from testbed.emulator.link import (
     RateScheduleParams,
 )
 from testbed.emulator.loss import GilbertElliottParams
+from testbed.emulator.netem import unsupported_by_netem
 from testbed.spec_table import SpecError, SpecTable
 from testbed.traces.errors import TraceError
 from testbed.traces.loss_trace import read_loss_intervals, read_packet_outcomes
@@ -31,6 +32,7 @@ from testbed.traces.rate_schedule import read_rate_schedule
 
 SCHEME_KINDS = ("probe", "vp9", "vp8")
 FEC_KINDS = ("streaming", "block", "none")
+SHAPERS = ("auto", "netem", "userspace")
 NO_VIDEO = "none"
 # The largest UDP payload; `mtu` leaves 128 bytes of it for headers (media header + streaming FEC extension
 # at MAX_TAU = 22 + 17 + 4 * 16 = 103 bytes).
@@ -102,6 +104,13 @@ class NetworkSpec:
 
 
 @dataclass(frozen=True)
+class MininetSpec:
+    """Settings used only by the `mininet` backend."""
+
+    shaper: str = "auto"  # "auto" | "netem" | "userspace"
+
+
+@dataclass(frozen=True)
 class Run:
     """One (scheme, network, video, seed) combination."""
 
@@ -128,6 +137,7 @@ class Spec:
     networks: tuple[NetworkSpec, ...]
     resolved: dict[str, Any] = field(compare=False, repr=False)
     input_files: tuple[Path, ...] = ()
+    mininet: MininetSpec = MininetSpec()
 
     def runs(self) -> list[Run]:
         """Every scheme x network x video x seed combination, in spec order."""
@@ -162,7 +172,7 @@ def load_spec(path: str | Path, seed_override: int | None = None) -> Spec:
 def parse_spec(data: dict[str, Any], source: Path, seed_override: int | None = None) -> Spec:
     """Validate an already-parsed TOML document."""
     root = SpecTable(data, source, "")
-    for key in ("experiment", "scheme", "video", "network"):
+    for key in ("experiment", "scheme", "video", "network", "mininet"):
         root.raw(key, None)
     root.finish()  # unknown top-level tables first: "[[networks]]" should not read as "no network"
     experiment_table = SpecTable(root.raw("experiment"), source, "[experiment]")
@@ -179,7 +189,24 @@ def parse_spec(data: dict[str, Any], source: Path, seed_override: int | None = N
     if any(s.uses_video for s in schemes) and round(experiment.duration_s * experiment.fps) < 2:
         experiment_table.fail("duration_s", f"gives {round(experiment.duration_s * experiment.fps)} frames at "
                                             f"{experiment.fps:g} fps; video schemes need at least 2")
-    return Spec(source, experiment, videos, schemes, networks, root.resolved, tuple(inputs))
+    mininet = _mininet(root, networks)
+    return Spec(source, experiment, videos, schemes, networks, root.resolved, tuple(inputs), mininet)
+
+
+def _mininet(root: SpecTable, networks: tuple[NetworkSpec, ...]) -> MininetSpec:
+    table = root.table("mininet")
+    if table is None:
+        return MininetSpec()
+    shaper = table.string("shaper", "auto", choices=SHAPERS)
+    if shaper == "netem":
+        for network in networks:
+            for direction, params in (("forward", network.forward), ("reverse", network.reverse)):
+                problems = unsupported_by_netem(params)
+                if problems:
+                    table.fail("shaper", f'is "netem", but network "{network.name}" ({direction}) cannot be '
+                                         f'expressed in netem: {"; ".join(problems)}')
+    table.finish()
+    return MininetSpec(shaper)
 
 
 def _array(root: SpecTable, key: str, required: bool = False) -> list[SpecTable]:

@@ -74,59 +74,104 @@ def _first_frames_at(display_ms: list[float | None], instants: set[float]) -> li
     return marked
 
 
-class VideoSession:
-    """Sender, receiver and scorer of one video run."""
+def sender_frame_columns(sender: VpxSender) -> dict[str, list]:
+    """The sender's half of frames.parquet: what was captured and sent, frame by frame."""
+    sent = sender.frames
+    return {
+        "frame_id": [f.frame_id for f in sent],
+        # Milliseconds rounded to the microsecond, as in packets.parquet.
+        "capture_ms": [round(f.capture_s * 1000, 3) for f in sent],
+        "sent_bytes": [f.sent_bytes for f in sent],
+        "keyframe": [f.keyframe for f in sent],
+        "resolution": [sender.resolution] * len(sent),
+    }
 
-    def __init__(self, sender: VpxSender, receiver: VpxReceiver, scorer: FrameScorer):
+
+def receiver_frame_columns(scorer: FrameScorer, frame_count: int) -> dict[str, list]:
+    """The receiver's half of frames.parquet for `frame_count` slots; slots never decided count as not rendered."""
+    while len(scorer.psnr) < frame_count:
+        scorer.add(FrameOutcome(len(scorer.psnr), False, False, None))
+    scorer.flush_lpips()
+    outcomes = [scorer.outcomes[frame_id] for frame_id in range(frame_count)]
+    return {
+        "frame_id": list(range(frame_count)),
+        "decodable": [o.decodable for o in outcomes],
+        "rendered": [o.rendered for o in outcomes],
+        "shown_frame_id": scorer.shown_id[:frame_count],
+        "display_ms": [round(o.display_s * 1000, 3) if o.rendered else None for o in outcomes],
+        "psnr_db": scorer.psnr[:frame_count],
+        "ssim": scorer.ssim[:frame_count],
+        "lpips": scorer.lpips[:frame_count] if scorer.lpips_metric is not None else [None] * frame_count,
+    }
+
+
+def frames_table(sender_columns: dict[str, list], receiver_columns: dict[str, list], scheme: str, network: str,
+                 video: str, seed: int) -> pa.Table:
+    """Join both halves into the frames.parquet rows of one run, adding latency and freeze marks."""
+    if sender_columns["frame_id"] != receiver_columns["frame_id"]:
+        raise ValueError(f"sender logged {len(sender_columns['frame_id'])} frames, receiver "
+                         f"{len(receiver_columns['frame_id'])}: the halves do not match")
+    n = len(sender_columns["frame_id"])
+    display_ms = receiver_columns["display_ms"]
+    latency_ms = [None if shown is None else round(shown - captured, 3)
+                  for shown, captured in zip(display_ms, sender_columns["capture_ms"])]
+    freeze_ends = {f.end_ms for f in w3c_freezes([d for d in display_ms if d is not None]).freezes}
+    columns = {
+        "scheme": [scheme] * n, "network": [network] * n, "video": [video] * n, "seed": [seed] * n,
+        **sender_columns,
+        **{key: value for key, value in receiver_columns.items() if key != "frame_id"},
+        "latency_ms": latency_ms,
+        "freeze": _first_frames_at(display_ms, freeze_ends),
+    }
+    return pa.Table.from_pydict(columns, schema=FRAMES_SCHEMA)
+
+
+def bitstreams_table(scorer: FrameScorer, codec: str, scheme: str, network: str, video: str, seed: int) -> pa.Table:
+    """The bitstreams.parquet rows of one run: what the receiver decoded, frame by frame."""
+    n = len(scorer.bitstreams)
+    return pa.Table.from_pydict({
+        "scheme": [scheme] * n, "network": [network] * n, "video": [video] * n, "seed": [seed] * n,
+        "frame_id": [frame_id for frame_id, _ in scorer.bitstreams],
+        "codec": [codec] * n,
+        "data": [data for _, data in scorer.bitstreams],
+    }, schema=BITSTREAMS_SCHEMA)
+
+
+class VideoSession:
+    """Sender, receiver and scorer of one video run.
+
+    With `score_live` (the `sim` backend) each frame is scored as soon as the receiver decides it; without it
+    (a wall-clock agent) decided frames are kept and scored after the run, so scoring never delays the receiver.
+    """
+
+    def __init__(self, sender: VpxSender, receiver: VpxReceiver, scorer: FrameScorer, score_live: bool = True):
         self.sender = sender
         self.receiver = receiver
         self.scorer = scorer
+        self.score_live = score_live
+        self._unscored: list[FrameOutcome] = []
 
     def after_receiver(self) -> None:
-        """Score the frames the receiver decided since the last call."""
-        for outcome in self.receiver.pop_outcomes():
+        """Collect the frames the receiver decided since the last call (and score them when live)."""
+        self._unscored.extend(self.receiver.pop_outcomes())
+        if self.score_live:
+            self._score()
+
+    def _score(self) -> None:
+        for outcome in self._unscored:
             self.scorer.add(outcome)
+        self._unscored = []
+
+    def receiver_columns(self) -> dict[str, list]:
+        """The receiver's half of frames.parquet, after scoring every frame decided so far."""
+        self.after_receiver()
+        self._score()
+        return receiver_frame_columns(self.scorer, self.scorer.source.frame_count)
 
     def bitstreams_table(self, scheme: str, network: str, video: str, seed: int) -> pa.Table:
-        """The bitstreams.parquet rows of this run: what the receiver decoded, frame by frame."""
-        n = len(self.scorer.bitstreams)
-        return pa.Table.from_pydict({
-            "scheme": [scheme] * n, "network": [network] * n, "video": [video] * n, "seed": [seed] * n,
-            "frame_id": [frame_id for frame_id, _ in self.scorer.bitstreams],
-            "codec": [self.receiver.codec] * n,
-            "data": [data for _, data in self.scorer.bitstreams],
-        }, schema=BITSTREAMS_SCHEMA)
+        """The bitstreams.parquet rows of this run."""
+        return bitstreams_table(self.scorer, self.receiver.codec, scheme, network, video, seed)
 
     def frames_table(self, scheme: str, network: str, video: str, seed: int) -> pa.Table:
-        """The frames.parquet rows of this run; frames never decided by the end count as not rendered."""
-        self.after_receiver()
-        while len(self.scorer.psnr) < len(self.sender.frames):
-            self.scorer.add(FrameOutcome(len(self.scorer.psnr), False, False, None))
-        self.scorer.flush_lpips()
-        sent = self.sender.frames
-        outcomes = [self.scorer.outcomes[f.frame_id] for f in sent]
-        # Milliseconds rounded to the microsecond, as in packets.parquet.
-        display_ms = [round(o.display_s * 1000, 3) if o.rendered else None for o in outcomes]
-        latency_ms = [round((o.display_s - f.capture_s) * 1000, 3) if o.rendered else None
-                      for o, f in zip(outcomes, sent)]
-        freeze_ends = {f.end_ms for f in w3c_freezes([d for d in display_ms if d is not None]).freezes}
-        n = len(sent)
-        capture_ms = [round(f.capture_s * 1000, 3) for f in sent]
-        columns = {
-            "scheme": [scheme] * n, "network": [network] * n, "video": [video] * n, "seed": [seed] * n,
-            "frame_id": [f.frame_id for f in sent],
-            "capture_ms": capture_ms,
-            "sent_bytes": [f.sent_bytes for f in sent],
-            "keyframe": [f.keyframe for f in sent],
-            "resolution": [self.sender.resolution] * n,
-            "decodable": [o.decodable for o in outcomes],
-            "rendered": [o.rendered for o in outcomes],
-            "shown_frame_id": self.scorer.shown_id[:n],
-            "display_ms": display_ms,
-            "latency_ms": latency_ms,
-            "psnr_db": self.scorer.psnr[:n],
-            "ssim": self.scorer.ssim[:n],
-            "lpips": self.scorer.lpips[:n] if self.scorer.lpips_metric is not None else [None] * n,
-            "freeze": _first_frames_at(display_ms, freeze_ends),
-        }
-        return pa.Table.from_pydict(columns, schema=FRAMES_SCHEMA)
+        """The frames.parquet rows of this run."""
+        return frames_table(sender_frame_columns(self.sender), self.receiver_columns(), scheme, network, video, seed)

@@ -15,6 +15,7 @@ from rich.console import Console
 
 from testbed import doctor
 from testbed.doctor import CANNOT_PROBE, NETEM_CHECK, TBF_CHECK, Check
+from testbed.emulator import netem
 
 IP = shutil.which("ip")
 TC = shutil.which("tc")
@@ -143,7 +144,7 @@ def test_namespace_deleted_when_step_after_add_raises(monkeypatch: pytest.Monkey
         return None if argv[1:3] in (["netns", "add"], ["netns", "delete"]) else RuntimeError("boom")
 
     fake = FakeRun(fail)
-    monkeypatch.setattr(doctor.subprocess, "run", fake)
+    monkeypatch.setattr(netem.subprocess, "run", fake)
     with pytest.raises(RuntimeError, match="boom"):
         doctor.probe_qdiscs("/sbin/ip", "/sbin/tc", is_root=True)
     assert fake.deleted() == [fake.namespace_added()]
@@ -154,7 +155,7 @@ def test_probe_timeout_is_reported_and_namespace_deleted(monkeypatch: pytest.Mon
         return subprocess.TimeoutExpired(argv, 10) if "qdisc" in argv else None
 
     fake = FakeRun(fail)
-    monkeypatch.setattr(doctor.subprocess, "run", fake)
+    monkeypatch.setattr(netem.subprocess, "run", fake)
     checks = doctor.probe_qdiscs("/sbin/ip", "/sbin/tc", is_root=True)
     assert [check.ok for check in checks] == [False, False]
     assert all("timed out" in check.detail for check in checks)
@@ -165,7 +166,7 @@ def test_probe_timeout_is_reported_and_namespace_deleted(monkeypatch: pytest.Mon
 
 def test_probe_runs_in_namespace_and_reports_success(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeRun()
-    monkeypatch.setattr(doctor.subprocess, "run", fake)
+    monkeypatch.setattr(netem.subprocess, "run", fake)
     checks = doctor.probe_qdiscs("/sbin/ip", "/sbin/tc", is_root=True)
     assert [(check.name, check.ok) for check in checks] == [(NETEM_CHECK, True), (TBF_CHECK, True)]
     name = fake.namespace_added()
@@ -176,7 +177,7 @@ def test_probe_runs_in_namespace_and_reports_success(monkeypatch: pytest.MonkeyP
 
 def test_namespace_names_are_unique(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeRun()
-    monkeypatch.setattr(doctor.subprocess, "run", fake)
+    monkeypatch.setattr(netem.subprocess, "run", fake)
     doctor.probe_qdiscs("/sbin/ip", "/sbin/tc", is_root=True)
     doctor.probe_qdiscs("/sbin/ip", "/sbin/tc", is_root=True)
     added = [argv[3] for argv in fake.calls if argv[1:3] == ["netns", "add"]]
@@ -195,7 +196,7 @@ def test_probe_reports_cannot_probe_without_running_anything(
     monkeypatch: pytest.MonkeyPatch, ip: str | None, tc: str | None, is_root: bool, reason: str
 ) -> None:
     fake = FakeRun()
-    monkeypatch.setattr(doctor.subprocess, "run", fake)
+    monkeypatch.setattr(netem.subprocess, "run", fake)
     checks = doctor.probe_qdiscs(ip, tc, is_root)
     assert [check.detail for check in checks] == [CANNOT_PROBE + reason] * 2
     assert not any(check.ok for check in checks)

@@ -119,3 +119,13 @@ def test_probe_only_results_get_a_network_report(tmp_path: Path) -> None:
 def test_report_of_a_folder_that_is_not_a_results_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", str(tmp_path)]) == 2
     assert "not a results directory (missing spec.toml" in capsys.readouterr().err
+
+
+def test_sim_results_have_no_fidelity_section_and_no_shaper(results: Path) -> None:
+    assert main(["report", str(results)]) == 0
+    html = (results / "report.html").read_text()
+    markdown = (results / "report.md").read_text()
+    for text in (html, markdown):
+        assert "Backend: sim; testbed" in text
+        assert "Fidelity" not in text and "Shaper:" not in text
+    assert not (results / "tables" / "fidelity.csv").exists()

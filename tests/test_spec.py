@@ -187,3 +187,16 @@ def test_video_runs_need_frames_and_streaming_parity_stays_within_one(tmp_path: 
 def test_negative_seed_override_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="--seed must be >= 0, got -1"):
         load_spec(write(tmp_path, BASE), seed_override=-1)
+
+
+def test_mininet_shaper_defaults_to_auto_and_checks_netem_at_load_time(tmp_path: Path) -> None:
+    assert load_spec(write(tmp_path, BASE)).mininet.shaper == "auto"
+    spec = load_spec(write(tmp_path, BASE + '\n[mininet]\nshaper = "netem"\n'))
+    assert spec.mininet.shaper == "netem"  # a packet-clocked GE channel is netem's own gemodel
+    assert load_spec(write(tmp_path, spec.to_toml(), "resolved.toml")).mininet == spec.mininet
+    frame_clock = BASE.replace("loss_bad = 0.5 }", 'loss_bad = 0.5, clock = "frame" }')
+    message = error_of(tmp_path, frame_clock + '\n[mininet]\nshaper = "netem"\n')
+    assert 'mininet.shaper' in message and 'network "ge-medium" (forward)' in message and "frame" in message
+    assert load_spec(write(tmp_path, frame_clock + '\n[mininet]\nshaper = "userspace"\n')).mininet.shaper == "userspace"
+    assert 'mininet.shaper' in error_of(tmp_path, BASE + '\n[mininet]\nshaper = "tc"\n')
+    assert 'did you mean "mininet.shaper"' in error_of(tmp_path, BASE + '\n[mininet]\nshapper = "auto"\n')

@@ -1,0 +1,282 @@
+"""The `mininet` backend for real: Mininet hosts, asyncio UDP agents and the userspace shaper (root only).
+
+These runs take real time (a few seconds each). The statistics are checked against analytical values and
+against the `sim` backend, whose loss realization the userspace shaper reproduces packet for packet.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from testbed import mininet_backend
+from testbed.emulator.mininet_topology import list_leftovers
+from testbed.runner import run_experiment
+from testbed.spec import load_spec
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(
+    not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("mnexec")),
+    reason="needs root and Mininet's mnexec (Debian package mininet) to build Mininet hosts; "
+           "run as root or in the Vagrant VM",
+)
+
+GE_MEDIUM = 'loss = { model = "gilbert-elliott", p = 0.068, r = 0.852, loss_good = 0.04, loss_bad = 0.50 }'
+
+
+def write_spec(tmp_path: Path, body: str, name: str = "spec.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body), encoding="utf-8")
+    return path
+
+
+def assert_nothing_left() -> None:
+    assert list_leftovers("tb") == []
+
+
+def ge_stationary_loss(p: float, r: float, good: float, bad: float) -> float:
+    return (r * good + p * bad) / (p + r)
+
+
+def ge_loss_standard_error(p: float, r: float, good: float, bad: float, n: int) -> float:
+    """Standard error of the loss fraction of n packets of a stationary two-state chain (correlated draws)."""
+    pi_bad = p / (p + r)
+    mean = ge_stationary_loss(p, r, good, bad)
+    variance = mean * (1 - mean)
+    lam = 1 - p - r  # second eigenvalue of the transition matrix
+    cov1 = pi_bad * (1 - pi_bad) * (bad - good) ** 2  # covariance of the loss indicators at lag k, over lam^k
+    correlated = 2 * cov1 * lam / (1 - lam) if lam != 1 else 0.0
+    return float(np.sqrt((variance + correlated) / n))
+
+
+def forward(packets: pd.DataFrame) -> pd.DataFrame:
+    return packets[packets["flow"] == "media"].sort_values("seq").reset_index(drop=True)
+
+
+def test_probe_over_ge_channel_matches_sim_and_analysis(tmp_path):
+    """2,000 packets/s through the thesis GE (medium) channel and 25 ms: same losses as sim, delay error small."""
+    spec = load_spec(write_spec(tmp_path, f"""
+        [experiment]
+        name = "ge"
+        duration_s = 8
+        drain_s = 1
+        seeds = [3]
+        [[scheme]]
+        name = "probe"
+        kind = "probe"
+        rate_kbps = 19200
+        packet_bytes = 1200
+        [[network]]
+        name = "ge-medium"
+        delay_ms = 25
+        {GE_MEDIUM}
+        """))
+    out = tmp_path / "out"
+    run_experiment(spec, out, backend="mininet")
+    assert_nothing_left()
+    emulated = forward(pd.read_parquet(out / "packets.parquet"))
+    simulated = forward(pd.read_parquet(out / "sim_packets.parquet"))
+    assert len(emulated) == len(simulated) == 16000
+    # The shaper draws from the sim's seeded streams: every packet meets the same fate.
+    assert emulated["drop"].fillna("").tolist() == simulated["drop"].fillna("").tolist()
+    assert emulated["ge_state"].tolist() == simulated["ge_state"].tolist()
+    lost = emulated["arrived_ms"].isna().mean()
+    expected = ge_stationary_loss(0.068, 0.852, 0.04, 0.50)
+    assert abs(lost - expected) < 4 * ge_loss_standard_error(0.068, 0.852, 0.04, 0.50, len(emulated))
+    error_ms = (emulated["arrived_ms"] - emulated["sent_ms"] - 25.0).dropna()
+    assert error_ms.min() >= -0.01  # never early
+    assert np.percentile(error_ms, 99) <= 2.0
+    environment = json.loads((out / "environment.json").read_text())
+    assert environment["backend"] == "mininet"
+    assert environment["mininet"]["shaper"] == "userspace"
+    assert environment["mininet"]["shaper_reason"]
+
+
+def test_probe_into_fifo_drops_a_fifth_like_sim(tmp_path):
+    """400 kbps into 320 kbps with a 6000-byte FIFO: 20 % queue drops, delay bounded by the queue."""
+    spec = load_spec(write_spec(tmp_path, """
+        [experiment]
+        name = "fifo"
+        duration_s = 20
+        seeds = [1]
+        [[scheme]]
+        name = "probe"
+        kind = "probe"
+        rate_kbps = 400
+        packet_bytes = 1000
+        [[network]]
+        name = "fifo-320k"
+        delay_ms = 50
+        rate = { kbps = 320 }
+        queue = { bytes = 6000 }
+        """))
+    out = tmp_path / "out"
+    run_experiment(spec, out, backend="mininet")
+    assert_nothing_left()
+    emulated = forward(pd.read_parquet(out / "packets.parquet"))
+    simulated = forward(pd.read_parquet(out / "sim_packets.parquet"))
+    queue_drops = (emulated["drop"] == "queue").mean()
+    assert abs(queue_drops - 0.20) <= 0.015
+    assert abs(queue_drops - (simulated["drop"] == "queue").mean()) <= 0.01
+    assert set(emulated["drop"].dropna()) == {"queue"}
+    delay = (emulated["arrived_ms"] - emulated["sent_ms"]).dropna()
+    # 50 ms + at most 6000 bytes queued ahead (150 ms) + its own 25 ms serialization, + 2 ms tolerance.
+    assert delay.max() <= 50 + 150 + 25 + 2.0
+    assert delay.min() >= 50 + 25 - 0.01
+
+
+def test_vp9_streaming_fec_runs_end_to_end(tmp_path):
+    """10 s of VP9 + streaming FEC over the GE channel: every frame logged, video shown, feedback flowing."""
+    spec = load_spec(write_spec(tmp_path, """
+        [experiment]
+        name = "vp9"
+        duration_s = 10
+        seeds = [1]
+        [[video]]
+        name = "carphone"
+        source = "sample:carphone"
+        size = [256, 256]
+        [[scheme]]
+        name = "vp9-streaming"
+        kind = "vp9"
+        target_kbps = 140
+        fec = "streaming"
+        redundancy = 0.5
+        ssim = false
+        [[network]]
+        name = "ge-low"
+        delay_ms = 50
+        loss = { model = "gilbert-elliott", p = 0.068, r = 0.852, loss_good = 0.04, loss_bad = 0.25 }
+        """))
+    out = tmp_path / "out"
+    summary = run_experiment(spec, out, backend="mininet")
+    assert_nothing_left()
+    frames = pd.read_parquet(out / "frames.parquet")
+    assert len(frames) == 300
+    assert frames["rendered"].mean() > 0.9
+    assert frames["psnr_db"].median() > 30
+    latency = frames["latency_ms"].dropna()
+    assert latency.min() >= 50  # at least the one-way delay
+    packets = pd.read_parquet(out / "packets.parquet")
+    assert {"media", "fec", "ack"} <= set(packets["flow"])
+    assert set(packets["drop"].dropna()) <= {"loss", "queue"}  # nothing lost in hosts or sockets
+    assert (summary["status"] == "ok").all()
+    assert (out / "bitstreams.parquet").exists() and (out / "sim_packets.parquet").exists()
+
+
+CRASHING_AGENT = textwrap.dedent("""
+    # The real agent, except that the probe receiver raises on its 51st datagram when the network is "crashing".
+    import pickle, sys
+    from testbed import agent
+    from testbed.codecs.probe import ProbeReceiver
+    config = agent.AgentConfig.from_json(open(sys.argv[1]).read())
+    run = pickle.load(open(config.run_file, "rb"))
+    if config.role == "receiver" and run.network.name == "crashing":
+        original = ProbeReceiver.receive_datagram
+        def receive_datagram(self, data, now):
+            if len(self.arrivals) == 50:
+                raise ValueError("injected failure")
+            original(self, data, now)
+        ProbeReceiver.receive_datagram = receive_datagram
+    sys.exit(agent.main(sys.argv[1:]))
+""")
+
+
+
+def test_crashed_agent_fails_its_run_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    script = tmp_path / "crashing_agent.py"
+    script.write_text(CRASHING_AGENT, encoding="utf-8")
+    monkeypatch.setattr(mininet_backend, "AGENT_COMMAND", [sys.executable, str(script)])
+    spec = load_spec(write_spec(tmp_path, """
+        [experiment]
+        name = "crash"
+        duration_s = 3
+        seeds = [1]
+        [[scheme]]
+        name = "probe"
+        kind = "probe"
+        rate_kbps = 400
+        [[network]]
+        name = "crashing"
+        delay_ms = 10
+        [[network]]
+        name = "fine"
+        delay_ms = 10
+        """))
+    out = tmp_path / "out"
+    summary = run_experiment(spec, out, backend="mininet")
+    assert_nothing_left()
+    runs = summary[summary["level"] == "run"].set_index("network")
+    assert runs.loc["crashing", "status"] == "failed"
+    assert "receiver exited with status 1" in runs.loc["crashing", "error"]
+    assert "ValueError: injected failure" in runs.loc["crashing", "error"]
+    assert runs.loc["fine", "status"] == "ok"
+    packets = pd.read_parquet(out / "packets.parquet")
+    assert set(packets["network"]) == {"fine"}  # nothing of the failed run is mixed in
+
+
+PROBE_SPEC = """
+    [experiment]
+    name = "{name}"
+    duration_s = {duration}
+    seeds = [1]
+    [[scheme]]
+    name = "probe"
+    kind = "probe"
+    rate_kbps = 400
+    [[network]]
+    name = "bernoulli"
+    delay_ms = 20
+    loss = {{ model = "bernoulli", rate = 0.1 }}
+    """
+
+
+def _testbed(*args: str) -> list[str]:
+    return [sys.executable, "-m", "testbed", *args]
+
+
+def test_sigint_during_a_run_leaves_nothing(tmp_path):
+    spec = write_spec(tmp_path, PROBE_SPEC.format(name="interrupted", duration=30))
+    out = tmp_path / "out"
+    runner = subprocess.Popen(_testbed("run", str(spec), "--backend", "mininet", "--out", str(out)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".out.partial-*/agents/*/shaper.ready")):  # the run is under way
+        assert runner.poll() is None, runner.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(1.0)
+    runner.send_signal(signal.SIGINT)
+    _, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 130, stderr.decode()
+    assert_nothing_left()
+    assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_two_runs_at_once_do_not_interfere(tmp_path):
+    specs = [write_spec(tmp_path, PROBE_SPEC.format(name=f"twin{i}", duration=5), f"twin{i}.toml") for i in (1, 2)]
+    runners = [subprocess.Popen(_testbed("run", str(spec), "--backend", "mininet", "--out", str(tmp_path / spec.stem)),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE) for spec in specs]
+    for runner in runners:
+        _, stderr = runner.communicate(timeout=180)
+        assert runner.returncode == 0, stderr.decode()
+    assert_nothing_left()
+    for spec in specs:
+        out = tmp_path / spec.stem
+        emulated = forward(pd.read_parquet(out / "packets.parquet"))
+        simulated = forward(pd.read_parquet(out / "sim_packets.parquet"))
+        assert len(emulated) == len(simulated) == 208  # 5 s of 1200-byte datagrams at 400 kbps
+        # Each run saw exactly its own traffic, with the losses its seed dictates.
+        assert emulated["drop"].fillna("").tolist() == simulated["drop"].fillna("").tolist()
+        assert emulated["arrived_ms"].notna().sum() == simulated["arrived_ms"].notna().sum()
