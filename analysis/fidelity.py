@@ -31,8 +31,9 @@ Tolerances and why (in the metric's unit; percentages in points):
 - ``loss_pct``: 1.0 point, the queue-drop allowance: the random part should match to 0.5 points, and a packet
   whose fate differs between the backends (dropped by the queue in one, by loss in the other) moves the cause
   percentages but not this one. It also counts the mininet-only causes of the log merge ("host": never
-  reached the shaper, "socket": never read by the receiver), which should not occur at all. Under netem the realization is netem's own random numbers, independent of sim's: the
-  tolerance widens to 3 standard errors of the difference of two independent binomial proportions,
+  reached the shaper, "socket": never read by the receiver), which should not occur at all. Under netem
+  the realization is netem's own random numbers, independent of sim's: the tolerance widens to 3 standard
+  errors of the difference of two independent binomial proportions,
   100 x sqrt(p (1 - p) (1/n_sim + 1/n_emulated)) with p the pooled loss fraction (Gilbert-Elliott bursts
   add variance beyond the binomial, which the 3 sigmas absorb: ~2.4 sigmas at a 1.5x variance inflation).
 - ``delay_p50_ms`` / ``delay_p95_ms``: 2 ms. Issue 5 requires one-way delay error p99 <= 2 ms; the shaper
@@ -59,7 +60,7 @@ import numpy as np
 import pandas as pd
 
 from testbed.analysis.log_schema import FORWARD_FLOWS
-from testbed.analysis.network_summary import ALL, _network_metrics
+from testbed.analysis.network_summary import ALL, network_metrics
 
 FORWARD = "forward"
 REVERSE = "reverse"
@@ -154,8 +155,8 @@ def _compare_groups(sim: pd.DataFrame, emulated: pd.DataFrame, keys: list[str], 
     empty = sim.iloc[0:0]
     rows = []
     for key in [*sim_groups, *(k for k in emulated_groups if k not in sim_groups)]:
-        sim_metrics = _network_metrics(sim_groups.get(key, empty), duration_s)
-        emulated_metrics = _network_metrics(emulated_groups.get(key, empty), duration_s)
+        sim_metrics = network_metrics(sim_groups.get(key, empty), duration_s)
+        emulated_metrics = network_metrics(emulated_groups.get(key, empty), duration_s)
         labels = {"seed": ALL, **dict(zip(keys, key))}
         rows += _metric_rows(labels, sim_metrics, emulated_metrics, independent)
     return rows

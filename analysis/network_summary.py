@@ -17,7 +17,7 @@ NETWORK_COLUMNS = [
 ]
 
 
-def _network_metrics(packets: pd.DataFrame, duration_s: float) -> dict[str, float]:
+def network_metrics(packets: pd.DataFrame, duration_s: float) -> dict[str, float]:
     """Metrics of one group of forward packets; rates are per run (groups spanning runs are divided)."""
     runs = max(len(packets.drop_duplicates(RUN_KEYS)), 1)
     sent = len(packets)
@@ -47,8 +47,8 @@ def summarize_network(packets: pd.DataFrame, duration_s: float) -> pd.DataFrame:
     forward = packets[packets["flow"].isin(FORWARD_FLOWS)]
     rows = []
     for key, group in forward.groupby(RUN_KEYS, sort=False):
-        rows.append({"level": "run", **dict(zip(RUN_KEYS, key)), **_network_metrics(group, duration_s)})
+        rows.append({"level": "run", **dict(zip(RUN_KEYS, key)), **network_metrics(group, duration_s)})
     for key, group in forward.groupby(AGGREGATE_KEYS, sort=False):
         rows.append({"level": "aggregate", **dict(zip(AGGREGATE_KEYS, key)), "video": ALL, "seed": ALL,
-                     **_network_metrics(group, duration_s)})
+                     **network_metrics(group, duration_s)})
     return pd.DataFrame(rows, columns=["level", *RUN_KEYS, *NETWORK_COLUMNS])

@@ -294,7 +294,8 @@ def netem_limit(params: LinkParams) -> int:
     """netem's packet limit: enough for everything the entry host can offer during delay + jitter."""
     hold_s = params.delay_s + params.jitter_s
     peak_bps = OVERLOAD_FACTOR * _max_kbps(params) * 1000 if params.rate is not None else UNSHAPED_PEAK_BPS
-    return max(NETEM_DEFAULT_LIMIT, math.ceil(peak_bps * hold_s / (8 * MIN_FRAME_BYTES)))
+    # round first: 1e9 * 0.03 / 480 is 62500.000000000007 in floating point
+    return max(NETEM_DEFAULT_LIMIT, math.ceil(round(peak_bps * hold_s / (8 * MIN_FRAME_BYTES), 6)))
 
 
 def _max_kbps(params: LinkParams) -> float:
@@ -353,6 +354,11 @@ def htb_class_argv(verb: str, dev: str, kbps: float) -> tuple[str, ...]:
     rate, burst = _rate_arg(kbps), str(HTB_BURST_BYTES)
     return ("tc", "class", verb, "dev", dev, "parent", HTB_HANDLE, "classid", HTB_CLASS, "htb", "rate", rate,
             "ceil", rate, "burst", burst, "cburst", burst)
+
+
+def needs_netem_qdisc(params: LinkParams) -> bool:
+    """Whether the direction needs a netem qdisc at all (loss, delay or jitter), not only htb and a fifo."""
+    return bool(_netem_parts(params)[0])
 
 
 def plan_direction(direction: str, params: LinkParams, *, entry_host: str, entry_if: str,
@@ -505,10 +511,10 @@ def verify(plan: DirectionPlan, read_back: Callable[[str, str], list[dict]],
 def _timeline(plan: DirectionPlan) -> Iterator[tuple[float, str, float]]:
     """(time_s, direction, kbps) of every scheduled change, repeating a periodic plan forever."""
     yield from ((t, plan.direction, kbps) for t, kbps in plan.rate_changes)
-    if plan.rate_period_s is None or plan.htb_class is None:
-        return
+    if not plan.rate_changes or plan.rate_period_s is None or plan.htb_class is None:
+        return  # a period without changes is a constant rate
     initial = plan.htb_class.rate_bps / 1000.0
-    last = plan.rate_changes[-1][1] if plan.rate_changes else initial
+    last = plan.rate_changes[-1][1]
     cycle = 1
     while True:
         offset = cycle * plan.rate_period_s
@@ -570,7 +576,7 @@ class NetemShaper:
     def start(self, start_monotonic: float) -> None:
         """Start the thread applying each plan's rate changes at start_monotonic + time_s."""
         self._start_monotonic = start_monotonic
-        timeline = heapq.merge(*(_timeline(plan) for plan in self.plans if plan.rate_changes or plan.rate_period_s))
+        timeline = heapq.merge(*(_timeline(plan) for plan in self.plans))
         self._thread = threading.Thread(target=self._apply, args=(timeline,), name="netem-rate-changes", daemon=True)
         self._thread.start()
 

@@ -154,8 +154,9 @@ class EndpointDriver(asyncio.DatagramProtocol):
     def _flush(self) -> None:
         assert self.transport is not None
         for datagram in self.endpoint.datagrams_to_send(self.now()):
+            sent_s = self.now()  # read before the send: a pause in between counts as network delay, not less
             self.transport.sendto(datagram.payload)
-            self.log.add_sent(datagram, self.now())
+            self.log.add_sent(datagram, sent_s)
         timer = self.endpoint.get_timer()
         if timer != self._timer_at:
             if self._timer is not None:

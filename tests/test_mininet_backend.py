@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,26 @@ def write_spec(tmp_path: Path, body: str, name: str = "spec.toml") -> Path:
     return path
 
 
-def assert_nothing_left() -> None:
-    assert list_leftovers("tb") == []
+@pytest.fixture
+def prefixes(monkeypatch) -> list[str]:
+    """The prefixes of the topologies the runs of a test create."""
+    created: list[str] = []
+    real_topology = mininet_backend.topology
+
+    @contextmanager
+    def recording_topology(*args, **kwargs):
+        with real_topology(*args, **kwargs) as topo:
+            created.append(topo.prefix)
+            yield topo
+
+    monkeypatch.setattr(mininet_backend, "topology", recording_topology)
+    return created
+
+
+def assert_nothing_left(prefixes: list[str] | None = None) -> None:
+    """No process, interface or namespace of these topologies (of any testbed run when None) remains."""
+    for prefix in prefixes if prefixes is not None else ["tb"]:
+        assert list_leftovers(prefix) == []
 
 
 def ge_stationary_loss(p: float, r: float, good: float, bad: float) -> float:
@@ -64,7 +83,7 @@ def forward(packets: pd.DataFrame) -> pd.DataFrame:
     return packets[packets["flow"] == "media"].sort_values("seq").reset_index(drop=True)
 
 
-def test_probe_over_ge_channel_matches_sim_and_analysis(tmp_path):
+def test_probe_over_ge_channel_matches_sim_and_analysis(tmp_path, prefixes):
     """2,000 packets/s through the thesis GE (medium) channel and 25 ms: same losses as sim, delay error small."""
     spec = load_spec(write_spec(tmp_path, f"""
         [experiment]
@@ -84,7 +103,8 @@ def test_probe_over_ge_channel_matches_sim_and_analysis(tmp_path):
         """))
     out = tmp_path / "out"
     run_experiment(spec, out, backend="mininet")
-    assert_nothing_left()
+    assert len(prefixes) == 1
+    assert_nothing_left(prefixes)
     emulated = forward(pd.read_parquet(out / "packets.parquet"))
     simulated = forward(pd.read_parquet(out / "sim_packets.parquet"))
     assert len(emulated) == len(simulated) == 16000
@@ -103,7 +123,7 @@ def test_probe_over_ge_channel_matches_sim_and_analysis(tmp_path):
     assert environment["mininet"]["shaper_reason"]
 
 
-def test_probe_into_fifo_drops_a_fifth_like_sim(tmp_path):
+def test_probe_into_fifo_drops_a_fifth_like_sim(tmp_path, prefixes):
     """400 kbps into 320 kbps with a 6000-byte FIFO: 20 % queue drops, delay bounded by the queue."""
     spec = load_spec(write_spec(tmp_path, """
         [experiment]
@@ -123,7 +143,8 @@ def test_probe_into_fifo_drops_a_fifth_like_sim(tmp_path):
         """))
     out = tmp_path / "out"
     run_experiment(spec, out, backend="mininet")
-    assert_nothing_left()
+    assert len(prefixes) == 1
+    assert_nothing_left(prefixes)
     emulated = forward(pd.read_parquet(out / "packets.parquet"))
     simulated = forward(pd.read_parquet(out / "sim_packets.parquet"))
     queue_drops = (emulated["drop"] == "queue").mean()
@@ -136,7 +157,7 @@ def test_probe_into_fifo_drops_a_fifth_like_sim(tmp_path):
     assert delay.min() >= 50 + 25 - 0.01
 
 
-def test_vp9_streaming_fec_runs_end_to_end(tmp_path):
+def test_vp9_streaming_fec_runs_end_to_end(tmp_path, prefixes):
     """10 s of VP9 + streaming FEC over the GE channel: every frame logged, video shown, feedback flowing."""
     spec = load_spec(write_spec(tmp_path, """
         [experiment]
@@ -161,7 +182,7 @@ def test_vp9_streaming_fec_runs_end_to_end(tmp_path):
         """))
     out = tmp_path / "out"
     summary = run_experiment(spec, out, backend="mininet")
-    assert_nothing_left()
+    assert_nothing_left(prefixes)
     frames = pd.read_parquet(out / "frames.parquet")
     assert len(frames) == 300
     assert frames["rendered"].mean() > 0.9
@@ -194,7 +215,7 @@ CRASHING_AGENT = textwrap.dedent("""
 
 
 
-def test_crashed_agent_fails_its_run_and_the_sweep_goes_on(tmp_path, monkeypatch):
+def test_crashed_agent_fails_its_run_and_the_sweep_goes_on(tmp_path, monkeypatch, prefixes):
     script = tmp_path / "crashing_agent.py"
     script.write_text(CRASHING_AGENT, encoding="utf-8")
     monkeypatch.setattr(mininet_backend, "AGENT_COMMAND", [sys.executable, str(script)])
@@ -216,7 +237,8 @@ def test_crashed_agent_fails_its_run_and_the_sweep_goes_on(tmp_path, monkeypatch
         """))
     out = tmp_path / "out"
     summary = run_experiment(spec, out, backend="mininet")
-    assert_nothing_left()
+    assert len(prefixes) == 2
+    assert_nothing_left(prefixes)
     runs = summary[summary["level"] == "run"].set_index("network")
     assert runs.loc["crashing", "status"] == "failed"
     assert "receiver exited with status 1" in runs.loc["crashing", "error"]
@@ -256,11 +278,14 @@ def test_sigint_during_a_run_leaves_nothing(tmp_path):
         assert runner.poll() is None, runner.communicate()
         assert time.monotonic() < deadline
         time.sleep(0.1)
+    shaper_config = json.loads(next(tmp_path.glob(".out.partial-*/agents/*/shaper.json")).read_text())
+    prefix = shaper_config["left_if"].removesuffix("r-l")
+    assert list_leftovers(prefix)  # the run's hosts exist...
     time.sleep(1.0)
     runner.send_signal(signal.SIGINT)
     _, stderr = runner.communicate(timeout=60)
     assert runner.returncode == 130, stderr.decode()
-    assert_nothing_left()
+    assert_nothing_left([prefix])  # ...and are gone
     assert not out.exists() and not list(tmp_path.glob(".out.partial-*"))
 
 
@@ -271,12 +296,58 @@ def test_two_runs_at_once_do_not_interfere(tmp_path):
     for runner in runners:
         _, stderr = runner.communicate(timeout=180)
         assert runner.returncode == 0, stderr.decode()
-    assert_nothing_left()
     for spec in specs:
         out = tmp_path / spec.stem
+        run_details = json.loads((out / "environment.json").read_text())["mininet"]["runs"]
+        assert_nothing_left([details["prefix"] for details in run_details.values()])
         emulated = forward(pd.read_parquet(out / "packets.parquet"))
         simulated = forward(pd.read_parquet(out / "sim_packets.parquet"))
         assert len(emulated) == len(simulated) == 208  # 5 s of 1200-byte datagrams at 400 kbps
         # Each run saw exactly its own traffic, with the losses its seed dictates.
         assert emulated["drop"].fillna("").tolist() == simulated["drop"].fillna("").tolist()
         assert emulated["arrived_ms"].notna().sum() == simulated["arrived_ms"].notna().sum()
+
+
+def test_tc_shaper_path_without_netem_qdisc(tmp_path, prefixes):
+    """shaper = "netem" with a rate and FIFO only needs htb + bfifo, which this kernel has: run the tc path for real.
+
+    htb and bfifo count Ethernet frames (payload + 42 bytes of UDP, IPv4 and Ethernet headers), where `sim` and
+    the userspace shaper count UDP payload bytes; the expectations below are in frame bytes.
+    """
+    spec = load_spec(write_spec(tmp_path, """
+        [experiment]
+        name = "tc-fifo"
+        duration_s = 10
+        seeds = [1]
+        [[scheme]]
+        name = "probe"
+        kind = "probe"
+        rate_kbps = 400
+        packet_bytes = 1000
+        [[network]]
+        name = "fifo-320k"
+        rate = { kbps = 320 }
+        queue = { bytes = 6000 }
+        [mininet]
+        shaper = "netem"
+        """))
+    out = tmp_path / "out"
+    run_experiment(spec, out, backend="mininet")
+    assert_nothing_left(prefixes)
+    environment = json.loads((out / "environment.json").read_text())["mininet"]
+    assert environment["shaper"] == "netem"
+    (details,) = environment["runs"].values()
+    bfifo = [q for q in details["statistics"]["qdiscs"] if q["kind"] == "bfifo" and q["direction"] == "forward"]
+    emulated = forward(pd.read_parquet(out / "packets.parquet"))
+    assert len(emulated) == 500
+    dropped = emulated["arrived_ms"].isna()
+    # Every packet that did not arrive was dropped by the bfifo, and the tc counters say so exactly.
+    assert set(emulated["drop"].dropna()) == {"unattributed"}
+    assert dropped.sum() == bfifo[0]["dropped"] > 0
+    frame_bytes = 1000 + 42
+    delivered_per_s = 320_000 / (8 * frame_bytes)
+    # Offered 50 packets/s; the link carries 38.4/s after the FIFO (5 frames) has filled.
+    assert abs(dropped.sum() - (500 - 10 * delivered_per_s - 6000 // frame_bytes)) <= 3
+    delay = (emulated["arrived_ms"] - emulated["sent_ms"]).dropna()
+    serialization_ms = 1000 * frame_bytes * 8 / 320_000
+    assert delay.max() <= 6000 * 8 / 320 + serialization_ms + 2.0

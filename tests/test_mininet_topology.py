@@ -178,7 +178,7 @@ def test_names_carry_the_prefix_and_fit_ifnamsiz():
 
 def test_exec_argv_shaper_macs_and_pickling():
     t = _fake_topology()
-    assert t.exec_argv("router", ["ip", "link", 3]) == ["mnexec", "-da", "12", "ip", "link", "3"]
+    assert t.exec_argv("router", ["ip", "link", 3]) == ["mnexec", "-a", "12", "ip", "link", "3"]
     with pytest.raises(ValueError, match="unknown role 'switch'"):
         t.exec_argv("switch", ["true"])
     assert t.shaper_macs() == {"forward": (t.receiver.mac, t.router_right.mac),

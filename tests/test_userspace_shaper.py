@@ -6,6 +6,7 @@ in the fixture teardown. Set TESTBED_SHAPER_BENCH=1 to also run the (slow, infor
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 
 from testbed.emulator.link import BernoulliParams, ConstantRateParams, Link, LinkParams
+from testbed.emulator.payload_digest import payload_digest
 from testbed.emulator.userspace_shaper import LOG_COLUMNS, ShaperLog, _classify, link_params_from_dict
 
 PYTHON = sys.executable
@@ -41,6 +43,7 @@ real = pytest.mark.skipif(_why_not is not None, reason=_why_not or "")
 
 PROBE = textwrap.dedent(r'''
     import socket, struct, sys, time, numpy as np
+    from testbed.emulator.payload_digest import payload_digest
     mode = sys.argv[1]
     if mode == "recv":
         bind, port, out, ready, idle = sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5], float(sys.argv[6])
@@ -64,19 +67,24 @@ PROBE = textwrap.dedent(r'''
             rows.append((seq, sent, t))
         np.save(out, np.array(rows, dtype=np.float64).reshape(-1, 3))
     else:
-        dst, port, n, pps, size = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+        dst, port, n, pps, size, out = (sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]),
+                                        int(sys.argv[6]), sys.argv[7])
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
         pad = bytes(size - 16)
         gap = 1.0 / pps
         start = time.monotonic() + 0.01
         mono = time.monotonic
+        digests = []
         for seq in range(n):
             due = start + seq * gap
             now = mono()
             if due > now:
                 time.sleep(due - now)  # no spinning: leave the CPU to the shaper (send time is stamped below)
-            s.sendto(struct.pack("!Qd", seq, mono()) + pad, (dst, port))
+            payload = struct.pack("!Qd", seq, mono()) + pad
+            s.sendto(payload, (dst, port))
+            digests.append(payload_digest(payload))
+        np.save(out, np.array(digests, dtype=np.int64))
         for _ in range(3):
             s.sendto(struct.pack("!Qd", 0xFFFFFFFFFFFFFFFF, mono()) + pad[:16], (dst, port))
             time.sleep(0.01)
@@ -166,8 +174,11 @@ class Topology:
             raise
         assert proc.returncode == 0, (proc.returncode, err)
 
-    def probe(self, n: int, pps: float, size: int = PAYLOAD, idle: float = 0.5, name: str = "rx") -> np.ndarray:
+    def probe(self, n: int, pps: float, size: int = PAYLOAD, idle: float = 0.5,
+              name: str = "rx") -> tuple[np.ndarray, dict[int, int]]:
+        """Send n datagrams; (received rows seq/sent/arrived, payload digest -> seq of every datagram sent)."""
         out, ready = self.tmp / f"{name}.npy", self.tmp / f"{name}.rx-ready"
+        sent = self.tmp / f"{name}.sent.npy"
         ready.unlink(missing_ok=True)
         rx = subprocess.Popen(["ip", "netns", "exec", self.d, PYTHON, str(self.probe_script), "recv", self.dst_ip,
                                str(PORT), str(out), str(ready), str(idle)], stderr=subprocess.PIPE, text=True)
@@ -176,13 +187,14 @@ class Topology:
             while not ready.exists():
                 assert rx.poll() is None and time.monotonic() < deadline, "receiver did not start"
                 time.sleep(0.01)
-            _ip(PYTHON, str(self.probe_script), "send", self.dst_ip, str(PORT), str(n), str(pps), str(size), ns=self.s)
+            _ip(PYTHON, str(self.probe_script), "send", self.dst_ip, str(PORT), str(n), str(pps), str(size), str(sent),
+                ns=self.s)
             rx.wait(timeout=30)
         finally:
             if rx.poll() is None:
                 rx.kill()
         assert rx.returncode == 0, rx.stderr.read()
-        return np.load(out)
+        return np.load(out), {int(d): seq for seq, d in enumerate(np.load(sent))}
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +214,13 @@ def topo(tmp_path_factory):
 def _read_log(path: Path):
     import pyarrow.parquet as pq
     return pq.read_table(path).to_pandas()
+
+
+def _forward(log, sent: dict[int, int]):
+    """The log's forward rows of the probe's datagrams, with their sequence numbers in column `seq`."""
+    fwd = log[(log.direction == "forward") & log.digest.isin(sent)].copy()
+    fwd["seq"] = fwd.digest.map(sent)
+    return fwd
 
 
 def _replay(rows, params: LinkParams, seed: int):
@@ -227,9 +246,24 @@ def test_classify_frames():
     ip = bytes([0x45, 0, 0, 0, 0x12, 0x34, 0, 0, 64, 17, 0, 0]) + bytes(8)
     udp = (1000).to_bytes(2, "big") + (2000).to_bytes(2, "big") + (8 + 10).to_bytes(2, "big") + bytes(2)
     payload = (42).to_bytes(8, "big") + b"xy"
-    assert _classify(eth + b"\x08\x00" + ip + udp + payload) == ("udp", 10, 0x1234, 42)
+    frame = eth + b"\x08\x00" + ip + udp + payload
+    assert _classify(frame) == ("udp", 10, 0x1234, payload_digest(payload))
+    # Ethernet padding after the datagram is not part of the payload
+    assert _classify(frame + bytes(6)) == ("udp", 10, 0x1234, payload_digest(payload))
+    assert _classify(frame[:-1]) == ("truncated", 0, 0x1234, 0)  # shorter than its UDP length
+    assert _classify(frame[:14 + 20 + 4])[0] == "truncated"  # not even a whole UDP header
+    more_fragments = eth + b"\x08\x00" + ip[:6] + b"\x20\x00" + ip[8:] + udp + payload
+    assert _classify(more_fragments)[0] == "truncated"
     assert _classify(eth + b"\x08\x06" + bytes(28))[0] == "arp"
     assert _classify(eth + b"\x86\xdd" + bytes(40))[0] == "other"
+
+
+def test_payload_digest_is_a_signed_big_endian_blake2b_prefix():
+    assert payload_digest(b"abc") == int.from_bytes(hashlib.blake2b(b"abc", digest_size=8).digest(), "big",
+                                                    signed=True)
+    values = [payload_digest(bytes([i]) * 100) for i in range(64)]
+    assert all(-(1 << 63) <= v < 1 << 63 for v in values) and any(v < 0 for v in values)
+    assert len(set(values)) == 64
 
 
 def test_log_writes_parquet_and_csv(tmp_path):
@@ -255,7 +289,7 @@ def test_log_writes_parquet_and_csv(tmp_path):
 def test_delay_only_all_arrive_with_precise_delay(topo):
     proc, log_path = topo.start_shaper({"delay_s": 0.025}, name="delay")
     try:
-        rx = topo.probe(n=3000, pps=1000, name="delay")
+        rx, sent = topo.probe(n=3000, pps=1000, name="delay")
     finally:
         topo.stop_shaper(proc)
     assert len(rx) == 3000
@@ -265,7 +299,7 @@ def test_delay_only_all_arrive_with_precise_delay(topo):
     assert error_ms.min() > -0.5  # never early (beyond clock-read slack)
     assert p99 <= 2.0
     log = _read_log(log_path)
-    fwd = log[(log.direction == "forward") & (log.udp_head >= 0) & (log.udp_head < 3000)]
+    fwd = _forward(log, sent)
     assert len(fwd) == 3000 and fwd["drop"].isna().all()
     sent_late = (fwd.departed_s - fwd.scheduled_s) * 1000
     print(f"shaper departure lateness ms: p50={sent_late.median():.3f} p99={sent_late.quantile(0.99):.3f}")
@@ -278,7 +312,7 @@ def test_bernoulli_loss_rate_and_log_agree(topo):
     proc, log_path = topo.start_shaper(forward, seed=11, name="bern")
     n = 2000
     try:
-        rx = topo.probe(n=n, pps=1000, name="bern")
+        rx, sent = topo.probe(n=n, pps=1000, name="bern")
     finally:
         topo.stop_shaper(proc)
     arrived = set(rx[:, 0].astype(int).tolist())
@@ -287,10 +321,10 @@ def test_bernoulli_loss_rate_and_log_agree(topo):
     print(f"bernoulli loss {loss:.4f} (expected 0.1 +- {4 * se:.4f})")
     assert abs(loss - 0.1) <= 4 * se
     log = _read_log(log_path)
-    fwd = log[(log.direction == "forward") & (log.udp_head >= 0) & (log.udp_head < n)]
+    fwd = _forward(log, sent)
     assert len(fwd) == n
-    delivered = set(fwd.udp_head[fwd["drop"].isna()].tolist())
-    dropped = set(fwd.udp_head[fwd["drop"].notna()].tolist())
+    delivered = set(fwd.seq[fwd["drop"].isna()].tolist())
+    dropped = set(fwd.seq[fwd["drop"].notna()].tolist())
     assert delivered == arrived
     assert dropped.isdisjoint(arrived) and len(dropped) + len(delivered) == n
     assert set(fwd["drop"].dropna()) == {"loss"}
@@ -306,16 +340,16 @@ def test_rate_limited_fifo_drops_a_fifth_by_queue(topo):
     pps = 400_000 / frame_bits  # 400 kbps offered, counted in frame bytes as the shaper charges them
     n = int(pps * 10)
     try:
-        rx = topo.probe(n=n, pps=pps, idle=1.0, name="fifo")
+        rx, sent = topo.probe(n=n, pps=pps, idle=1.0, name="fifo")
     finally:
         topo.stop_shaper(proc)
     drop = 1 - len(rx) / n
     print(f"fifo drop fraction {drop:.4f} over {n} packets")
     assert abs(drop - 0.2) <= 0.03
     log = _read_log(log_path)
-    fwd = log[(log.direction == "forward") & (log.udp_head >= 0) & (log.udp_head < n)]
+    fwd = _forward(log, sent)
     assert set(fwd["drop"].dropna()) == {"queue"}
-    assert set(fwd.udp_head[fwd["drop"].isna()].tolist()) == set(rx[:, 0].astype(int).tolist())
+    assert set(fwd.seq[fwd["drop"].isna()].tolist()) == set(rx[:, 0].astype(int).tolist())
     replay = _replay(fwd, link_params_from_dict(forward), 7)
     assert [d.drop for d in replay] == [None if isinstance(x, float) else x for x in fwd["drop"]]
     # served at 320 kbps: arrivals at the receiver are spaced by at least one frame time
@@ -329,13 +363,13 @@ def test_gilbert_elliott_at_2000_pps_logs_states_and_stops_on_sigint(topo):
     proc, log_path = topo.start_shaper(forward, seed=3, name="ge")
     n = 4000
     try:
-        rx = topo.probe(n=n, pps=2000, name="ge")
+        rx, sent = topo.probe(n=n, pps=2000, name="ge")
     finally:
         topo.stop_shaper(proc, signal.SIGINT)
     log = _read_log(log_path)
-    fwd = log[(log.direction == "forward") & (log.udp_head >= 0) & (log.udp_head < n)]
+    fwd = _forward(log, sent)
     assert len(fwd) == n and set(fwd.ge_state) == {"good", "bad"}
-    assert set(fwd.udp_head[fwd["drop"].isna()].tolist()) == set(rx[:, 0].astype(int).tolist())
+    assert set(fwd.seq[fwd["drop"].isna()].tolist()) == set(rx[:, 0].astype(int).tolist())
     replay = _replay(fwd, link_params_from_dict(forward), 3)
     assert [d.ge_state for d in replay] == list(fwd.ge_state)
     loss = 1 - len(rx) / n
@@ -353,7 +387,7 @@ def test_arp_passes_unshaped_so_dynamic_neighbours_work(topo):
     try:
         proc, log_path = topo.start_shaper({"delay_s": 0.01, "loss": {"kind": "bernoulli", "rate": 0.5}}, name="arp")
         try:
-            rx = topo.probe(n=50, pps=200, name="arp")
+            rx, sent = topo.probe(n=50, pps=200, name="arp")
         finally:
             topo.stop_shaper(proc)
     finally:
@@ -362,6 +396,20 @@ def test_arp_passes_unshaped_so_dynamic_neighbours_work(topo):
     meta = pq.read_schema(log_path).metadata
     assert int(meta[b"arp"]) >= 2  # request and reply crossed, never subject to the 50 % loss
     log = _read_log(log_path)
-    fwd = log[(log.direction == "forward") & (log.udp_head >= 0) & (log.udp_head < 50)]
-    assert set(fwd.udp_head[fwd["drop"].isna()].tolist()) == set(rx[:, 0].astype(int).tolist())
+    fwd = _forward(log, sent)
+    assert set(fwd.seq[fwd["drop"].isna()].tolist()) == set(rx[:, 0].astype(int).tolist())
     assert 0 < len(rx) < 50
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("stream_key", "net", "stream_key must be a list of strings, got 'net'"),
+    ("stream_key", ["net", 3], "stream_key must be a list of strings"),
+    ("start_monotonic", "soon", "start_monotonic must be a number of seconds, got 'soon'"),
+])
+def test_bad_config_values_name_the_file_and_key(tmp_path, capsys, key, value, message):
+    from testbed.emulator.userspace_shaper import main
+
+    path = tmp_path / "shaper.json"
+    path.write_text(json.dumps({"left_if": "a", "right_if": "b", key: value}))
+    assert main([str(path)]) == 2
+    assert f"{path}: {message}" in capsys.readouterr().err
