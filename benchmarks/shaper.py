@@ -92,7 +92,7 @@ def measure(mbps: float, seconds: float, folder: Path) -> dict[str, float]:
 def main() -> None:
     """Measure every rate and write the results file."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mbps", default="10,20,50,80,100,150,200")
+    parser.add_argument("--mbps", default="10,20,50,100,200,300,400,600,800")
     parser.add_argument("--seconds", type=float, default=2.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:

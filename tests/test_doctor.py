@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import secrets
 import shutil
@@ -220,10 +221,10 @@ def test_python_version_check(monkeypatch: pytest.MonkeyPatch, version: tuple[An
 def test_missing_package_reported_as_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
     def version(dist: str) -> str:
         if dist == "torch":
-            raise doctor.importlib.metadata.PackageNotFoundError(dist)
+            raise importlib.metadata.PackageNotFoundError(dist)
         return "1.2.3"
 
-    monkeypatch.setattr(doctor.importlib.metadata, "version", version)
+    monkeypatch.setattr(importlib.metadata, "version", version)
     checks = {check.name: check for check in doctor.check_packages()}
     assert checks["torch"] == Check("torch", False, "not installed")
     assert checks["PyAV"] == Check("PyAV", True, "1.2.3")
@@ -252,3 +253,16 @@ def test_main_returns_zero_even_when_things_are_absent(
     monkeypatch.setattr(doctor, "collect_checks", lambda: absent)
     assert doctor.main() == 0
     assert "shaper (auto): userspace" in capsys.readouterr().out
+
+
+def test_check_mininet_reports_version_mnexec_and_failures(monkeypatch: pytest.MonkeyPatch) -> None:
+    mininet_net = pytest.importorskip("mininet.net", reason="the Python package mininet is not installed")
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: "/usr/bin/" + name)
+
+    assert doctor.check_mininet() == Check("mininet", True, f"python package {mininet_net.VERSION}; "
+                                                            "mnexec /usr/bin/mnexec")
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)
+    monkeypatch.setitem(sys.modules, "mininet.net", None)  # makes `import mininet.net` fail
+    check = doctor.check_mininet()
+    assert not check.ok
+    assert check.detail.startswith("python package not importable (") and check.detail.endswith("mnexec not on PATH")
