@@ -1,8 +1,12 @@
-"""LinkParams as plain JSON data, for processes that shape a link outside the runner (the userspace shaper)."""
+"""LinkParams as plain JSON data, for processes that shape a link outside the runner (the userspace shaper).
+
+The JSON form is documented in `testbed.emulator.userspace_shaper`."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 from testbed.emulator.link import (
     BernoulliParams,
@@ -48,3 +52,41 @@ def link_params_to_dict(params: LinkParams) -> dict[str, Any]:
     return {"delay_s": params.delay_s, "jitter_s": params.jitter_s, "reorder": params.reorder,
             "loss": _loss_to_dict(params.loss), "rate": _rate_to_dict(params.rate),
             "queue_bytes": params.queue_bytes, "queue_packets": params.queue_packets}
+
+
+def link_params_from_dict(d: dict[str, Any] | None) -> LinkParams:
+    """Build `LinkParams` from its JSON form (the inverse of `link_params_to_dict`)."""
+    d = dict(d or {})
+    loss = d.pop("loss", None)
+    rate = d.pop("rate", None)
+    return LinkParams(loss=_loss_from_dict(loss), rate=_rate_from_dict(rate), **d)
+
+
+def _loss_from_dict(d: dict[str, Any] | None):
+    if d is None:
+        return None
+    d = dict(d)
+    kind = d.pop("kind")
+    if kind == "bernoulli":
+        return BernoulliParams(**d)
+    if kind in ("gilbert_elliott", "ge"):
+        return GilbertElliottParams(**d)
+    if kind == "packet_trace":
+        return PacketTraceParams(np.asarray(d.pop("outcomes"), dtype=np.int8), **d)
+    if kind == "interval_trace":
+        return IntervalTraceParams(np.asarray(d.pop("intervals"), dtype=np.float64).reshape(-1, 2))
+    raise ValueError(f"unknown loss kind {kind!r}")
+
+
+def _rate_from_dict(d: dict[str, Any] | None):
+    if d is None:
+        return None
+    d = dict(d)
+    kind = d.pop("kind")
+    if kind == "constant":
+        return ConstantRateParams(**d)
+    if kind == "schedule":
+        return RateScheduleParams(np.asarray(d["times_s"], dtype=np.float64), np.asarray(d["kbps"], dtype=np.float64))
+    if kind == "delivery_trace":
+        return DeliveryTraceParams(np.asarray(d.pop("opportunities_ms"), dtype=np.float64), **d)
+    raise ValueError(f"unknown rate kind {kind!r}")

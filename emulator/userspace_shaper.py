@@ -84,21 +84,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import numpy as np
 
 from testbed.emulator.link import (
-    BernoulliParams,
-    ConstantRateParams,
-    DeliveryTraceParams,
-    IntervalTraceParams,
     Link,
     LinkParams,
-    PacketTraceParams,
-    RateScheduleParams,
 )
-from testbed.emulator.loss import GilbertElliottParams
+from testbed.emulator.link_config import link_params_from_dict
 from testbed.emulator.payload_digest import payload_digest
 
 log = logging.getLogger(__name__)
@@ -122,44 +113,6 @@ LOG_COLUMNS = ("direction", "arrival_s", "size", "frame_bytes", "drop", "schedul
 
 
 # ---------------------------------------------------------------------------------------------- config
-
-def link_params_from_dict(d: dict[str, Any] | None) -> LinkParams:
-    """Build `LinkParams` from the JSON form documented in the module docstring."""
-    d = dict(d or {})
-    loss = d.pop("loss", None)
-    rate = d.pop("rate", None)
-    return LinkParams(loss=_loss_from_dict(loss), rate=_rate_from_dict(rate), **d)
-
-
-def _loss_from_dict(d: dict[str, Any] | None):
-    if d is None:
-        return None
-    d = dict(d)
-    kind = d.pop("kind")
-    if kind == "bernoulli":
-        return BernoulliParams(**d)
-    if kind in ("gilbert_elliott", "ge"):
-        return GilbertElliottParams(**d)
-    if kind == "packet_trace":
-        return PacketTraceParams(np.asarray(d.pop("outcomes"), dtype=np.int8), **d)
-    if kind == "interval_trace":
-        return IntervalTraceParams(np.asarray(d.pop("intervals"), dtype=np.float64).reshape(-1, 2))
-    raise ValueError(f"unknown loss kind {kind!r}")
-
-
-def _rate_from_dict(d: dict[str, Any] | None):
-    if d is None:
-        return None
-    d = dict(d)
-    kind = d.pop("kind")
-    if kind == "constant":
-        return ConstantRateParams(**d)
-    if kind == "schedule":
-        return RateScheduleParams(np.asarray(d["times_s"], dtype=np.float64), np.asarray(d["kbps"], dtype=np.float64))
-    if kind == "delivery_trace":
-        return DeliveryTraceParams(np.asarray(d.pop("opportunities_ms"), dtype=np.float64), **d)
-    raise ValueError(f"unknown rate kind {kind!r}")
-
 
 # ---------------------------------------------------------------------------------------------- log
 

@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 from testbed.emulator.link import Link
+from testbed.emulator.link_config import link_params_from_dict
 from testbed.emulator.mininet_topology import Topology, topology
-from testbed.emulator.userspace_shaper import link_params_from_dict
 
 pytestmark = pytest.mark.skipif(
     not (sys.platform.startswith("linux") and os.geteuid() == 0 and shutil.which("mnexec")),

@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 
 from testbed.emulator.link import BernoulliParams, ConstantRateParams, Link, LinkParams
+from testbed.emulator.link_config import link_params_from_dict
 from testbed.emulator.payload_digest import payload_digest
-from testbed.emulator.userspace_shaper import LOG_COLUMNS, ShaperLog, _classify, link_params_from_dict
+from testbed.emulator.userspace_shaper import LOG_COLUMNS, ShaperLog, _classify
 
 PYTHON = sys.executable
 FRAME_OVERHEAD = 14 + 20 + 8  # Ethernet + IPv4 + UDP
