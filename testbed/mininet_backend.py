@@ -243,16 +243,16 @@ class _RunProcesses:
             if agent.popen.returncode != 0:
                 raise agent.failure()
 
-    def stop(self) -> None:
-        """Stop the shaper (it writes its log on SIGTERM), the agents and the qdisc schedule."""
+    def stop(self) -> RunFailed | None:
+        """Stop the agents, the shaper (it writes its log on SIGTERM) and the qdisc schedule; the shaper's failure."""
         for agent in self.agents:
             _stop(agent)
-        if self.shaper is not None:
-            _stop(self.shaper, grace_s=30.0)  # writing a long log takes a moment
-            if self.shaper.popen.returncode not in (0, None):
-                raise self.shaper.failure()
         if self.netem is not None:
             self.netem_report["statistics"] = self.netem.stop()
+        if self.shaper is None:
+            return None
+        _stop(self.shaper, grace_s=30.0)  # writing a long log takes a moment
+        return self.shaper.failure() if self.shaper.popen.returncode not in (0, None) else None
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -284,6 +284,8 @@ def run_on_mininet(run: Run, work_dir: Path, shaper: ShaperChoice) -> tuple[RunO
         try:
             processes.execute()
         finally:
-            processes.stop()
+            shaper_failure = processes.stop()  # an error from `execute` takes precedence over this one
+        if shaper_failure is not None:
+            raise shaper_failure
         details = {"prefix": topo.prefix, "offloads": topo.offloads, **processes.netem_report}
     return _collect(run, work_dir, shaper.kind == "userspace"), details

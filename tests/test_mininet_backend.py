@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from ge_statistics import loss_asymptotic_variance
 
 from testbed import mininet_backend
+from testbed.emulator.loss import GilbertElliottParams
 from testbed.emulator.mininet_topology import list_leftovers
 from testbed.runner import run_experiment
 from testbed.spec import load_spec
@@ -40,6 +42,24 @@ def write_spec(tmp_path: Path, body: str, name: str = "spec.toml") -> Path:
     path = tmp_path / name
     path.write_text(textwrap.dedent(body), encoding="utf-8")
     return path
+
+
+def probe_spec(tmp_path: Path, name: str, duration_s: float, rate_kbps: float, networks: str, *,
+               packet_bytes: int = 1200, seed: int = 1, drain_s: float = 2.0, file: str = "spec.toml") -> Path:
+    """A spec file with one probe scheme over the given [[network]] tables (and any further tables)."""
+    header = textwrap.dedent(f"""
+        [experiment]
+        name = "{name}"
+        duration_s = {duration_s}
+        drain_s = {drain_s}
+        seeds = [{seed}]
+        [[scheme]]
+        name = "probe"
+        kind = "probe"
+        rate_kbps = {rate_kbps}
+        packet_bytes = {packet_bytes}
+        """)
+    return write_spec(tmp_path, header + textwrap.dedent(networks), file)
 
 
 @pytest.fixture
@@ -64,43 +84,18 @@ def assert_nothing_left(prefixes: list[str] | None = None) -> None:
         assert list_leftovers(prefix) == []
 
 
-def ge_stationary_loss(p: float, r: float, good: float, bad: float) -> float:
-    return (r * good + p * bad) / (p + r)
-
-
-def ge_loss_standard_error(p: float, r: float, good: float, bad: float, n: int) -> float:
-    """Standard error of the loss fraction of n packets of a stationary two-state chain (correlated draws)."""
-    pi_bad = p / (p + r)
-    mean = ge_stationary_loss(p, r, good, bad)
-    variance = mean * (1 - mean)
-    lam = 1 - p - r  # second eigenvalue of the transition matrix
-    cov1 = pi_bad * (1 - pi_bad) * (bad - good) ** 2  # covariance of the loss indicators at lag k, over lam^k
-    correlated = 2 * cov1 * lam / (1 - lam) if lam != 1 else 0.0
-    return float(np.sqrt((variance + correlated) / n))
-
-
 def forward(packets: pd.DataFrame) -> pd.DataFrame:
     return packets[packets["flow"] == "media"].sort_values("seq").reset_index(drop=True)
 
 
 def test_probe_over_ge_channel_matches_sim_and_analysis(tmp_path, prefixes):
     """2,000 packets/s through the thesis GE (medium) channel and 25 ms: same losses as sim, delay error small."""
-    spec = load_spec(write_spec(tmp_path, f"""
-        [experiment]
-        name = "ge"
-        duration_s = 8
-        drain_s = 1
-        seeds = [3]
-        [[scheme]]
-        name = "probe"
-        kind = "probe"
-        rate_kbps = 19200
-        packet_bytes = 1200
+    spec = load_spec(probe_spec(tmp_path, "ge", 8, 19200, f"""
         [[network]]
         name = "ge-medium"
         delay_ms = 25
         {GE_MEDIUM}
-        """))
+        """, seed=3, drain_s=1))
     out = tmp_path / "out"
     run_experiment(spec, out, backend="mininet")
     assert len(prefixes) == 1
@@ -112,8 +107,8 @@ def test_probe_over_ge_channel_matches_sim_and_analysis(tmp_path, prefixes):
     assert emulated["drop"].fillna("").tolist() == simulated["drop"].fillna("").tolist()
     assert emulated["ge_state"].tolist() == simulated["ge_state"].tolist()
     lost = emulated["arrived_ms"].isna().mean()
-    expected = ge_stationary_loss(0.068, 0.852, 0.04, 0.50)
-    assert abs(lost - expected) < 4 * ge_loss_standard_error(0.068, 0.852, 0.04, 0.50, len(emulated))
+    channel = GilbertElliottParams(p=0.068, r=0.852, loss_good=0.04, loss_bad=0.50)
+    assert abs(lost - channel.stationary_loss()) < 4 * np.sqrt(loss_asymptotic_variance(channel) / len(emulated))
     error_ms = (emulated["arrived_ms"] - emulated["sent_ms"] - 25.0).dropna()
     assert error_ms.min() >= -0.01  # never early
     assert np.percentile(error_ms, 99) <= 2.0
@@ -125,22 +120,13 @@ def test_probe_over_ge_channel_matches_sim_and_analysis(tmp_path, prefixes):
 
 def test_probe_into_fifo_drops_a_fifth_like_sim(tmp_path, prefixes):
     """400 kbps into 320 kbps with a 6000-byte FIFO: 20 % queue drops, delay bounded by the queue."""
-    spec = load_spec(write_spec(tmp_path, """
-        [experiment]
-        name = "fifo"
-        duration_s = 20
-        seeds = [1]
-        [[scheme]]
-        name = "probe"
-        kind = "probe"
-        rate_kbps = 400
-        packet_bytes = 1000
+    spec = load_spec(probe_spec(tmp_path, "fifo", 20, 400, """
         [[network]]
         name = "fifo-320k"
         delay_ms = 50
         rate = { kbps = 320 }
         queue = { bytes = 6000 }
-        """))
+        """, packet_bytes=1000))
     out = tmp_path / "out"
     run_experiment(spec, out, backend="mininet")
     assert len(prefixes) == 1
@@ -219,15 +205,7 @@ def test_crashed_agent_fails_its_run_and_the_sweep_goes_on(tmp_path, monkeypatch
     script = tmp_path / "crashing_agent.py"
     script.write_text(CRASHING_AGENT, encoding="utf-8")
     monkeypatch.setattr(mininet_backend, "AGENT_COMMAND", [sys.executable, str(script)])
-    spec = load_spec(write_spec(tmp_path, """
-        [experiment]
-        name = "crash"
-        duration_s = 3
-        seeds = [1]
-        [[scheme]]
-        name = "probe"
-        kind = "probe"
-        rate_kbps = 400
+    spec = load_spec(probe_spec(tmp_path, "crash", 3, 400, """
         [[network]]
         name = "crashing"
         delay_ms = 10
@@ -248,19 +226,11 @@ def test_crashed_agent_fails_its_run_and_the_sweep_goes_on(tmp_path, monkeypatch
     assert set(packets["network"]) == {"fine"}  # nothing of the failed run is mixed in
 
 
-PROBE_SPEC = """
-    [experiment]
-    name = "{name}"
-    duration_s = {duration}
-    seeds = [1]
-    [[scheme]]
-    name = "probe"
-    kind = "probe"
-    rate_kbps = 400
+BERNOULLI_NETWORK = """
     [[network]]
     name = "bernoulli"
     delay_ms = 20
-    loss = {{ model = "bernoulli", rate = 0.1 }}
+    loss = { model = "bernoulli", rate = 0.1 }
     """
 
 
@@ -269,7 +239,7 @@ def _testbed(*args: str) -> list[str]:
 
 
 def test_sigint_during_a_run_leaves_nothing(tmp_path):
-    spec = write_spec(tmp_path, PROBE_SPEC.format(name="interrupted", duration=30))
+    spec = probe_spec(tmp_path, "interrupted", 30, 400, BERNOULLI_NETWORK)
     out = tmp_path / "out"
     runner = subprocess.Popen(_testbed("run", str(spec), "--backend", "mininet", "--out", str(out)),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -290,7 +260,7 @@ def test_sigint_during_a_run_leaves_nothing(tmp_path):
 
 
 def test_two_runs_at_once_do_not_interfere(tmp_path):
-    specs = [write_spec(tmp_path, PROBE_SPEC.format(name=f"twin{i}", duration=5), f"twin{i}.toml") for i in (1, 2)]
+    specs = [probe_spec(tmp_path, f"twin{i}", 5, 400, BERNOULLI_NETWORK, file=f"twin{i}.toml") for i in (1, 2)]
     runners = [subprocess.Popen(_testbed("run", str(spec), "--backend", "mininet", "--out", str(tmp_path / spec.stem)),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for spec in specs]
     for runner in runners:
@@ -314,23 +284,14 @@ def test_tc_shaper_path_without_netem_qdisc(tmp_path, prefixes):
     htb and bfifo count Ethernet frames (payload + 42 bytes of UDP, IPv4 and Ethernet headers), where `sim` and
     the userspace shaper count UDP payload bytes; the expectations below are in frame bytes.
     """
-    spec = load_spec(write_spec(tmp_path, """
-        [experiment]
-        name = "tc-fifo"
-        duration_s = 10
-        seeds = [1]
-        [[scheme]]
-        name = "probe"
-        kind = "probe"
-        rate_kbps = 400
-        packet_bytes = 1000
+    spec = load_spec(probe_spec(tmp_path, "tc-fifo", 10, 400, """
         [[network]]
         name = "fifo-320k"
         rate = { kbps = 320 }
         queue = { bytes = 6000 }
         [mininet]
         shaper = "netem"
-        """))
+        """, packet_bytes=1000))
     out = tmp_path / "out"
     run_experiment(spec, out, backend="mininet")
     assert_nothing_left(prefixes)
@@ -358,16 +319,7 @@ def test_mahimahi_trace_replays_in_real_time_like_sim(tmp_path, prefixes):
     slow = [t for t in range(0, 1000, 3)]  # one 1504-byte opportunity per 3 ms: 4 Mbit/s
     fast = list(range(1000, 2000))  # one per ms: 12 Mbit/s
     (tmp_path / "alternating.mahi").write_text("".join(f"{t}\n" for t in [*slow, *fast, 2000]), encoding="utf-8")
-    spec = load_spec(write_spec(tmp_path, """
-        [experiment]
-        name = "trace"
-        duration_s = 6
-        seeds = [1]
-        [[scheme]]
-        name = "probe"
-        kind = "probe"
-        rate_kbps = 6000
-        packet_bytes = 1200
+    spec = load_spec(probe_spec(tmp_path, "trace", 6, 6000, """
         [[network]]
         name = "alternating"
         delay_ms = 10
