@@ -3,7 +3,8 @@
 ``compare_backends`` reads two packet logs of the same spec (``sim_packets.parquet`` and the mininet run's
 ``packets.parquet``) and gives one row per (scheme, network, seed, path, metric), plus an aggregate row per
 (scheme, network, path, metric) with seed ``"all"`` that pools the packets of every seed. ``path`` is
-``"forward"`` (media, FEC, retransmissions) or ``"reverse"`` (feedback). The metrics are those of
+``"forward"`` (media, FEC, retransmissions), ``"reverse"`` (feedback) or the name of a cross-traffic flow
+(``"cross-1"``, ...) sharing the forward bottleneck. The metrics are those of
 summary.csv (testbed.analysis.network_summary): ``loss_pct`` (every packet not delivered), ``loss_model_pct``
 (random loss, drop "loss"), ``queue_drop_pct`` (drop-tail FIFO, drop "queue"), ``delay_p50_ms`` /
 ``delay_p95_ms`` / ``delay_max_ms`` (one-way delay of delivered packets), ``achieved_kbps`` (delivered bytes
@@ -59,7 +60,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from testbed.analysis.log_schema import FORWARD_FLOWS
+from testbed.analysis.log_schema import CROSS_FLOW_PREFIX, FORWARD_FLOWS
 from testbed.analysis.network_summary import ALL, network_metrics
 
 FORWARD = "forward"
@@ -111,8 +112,12 @@ TOLERANCES: dict[str, Tolerance] = {
 
 
 def _with_path(packets: pd.DataFrame) -> pd.DataFrame:
-    """The packets with a `path` column: forward for media / FEC / rtx, reverse for the rest."""
-    return packets.assign(path=np.where(packets["flow"].isin(FORWARD_FLOWS), FORWARD, REVERSE))
+    """The packets with a `path` column: forward for media / FEC / rtx, each cross-traffic flow by its name,
+    reverse for the rest."""
+    flow = packets["flow"].astype(str)
+    cross = flow.str.startswith(CROSS_FLOW_PREFIX).to_numpy()
+    path = np.where(flow.isin(FORWARD_FLOWS), FORWARD, np.where(cross, flow, REVERSE))
+    return packets.assign(path=path)
 
 
 def _loss_standard_error(sim: dict[str, float], emulated: dict[str, float]) -> float:

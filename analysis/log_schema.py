@@ -37,8 +37,10 @@ FRAMES_SCHEMA = pa.schema(RUN_COLUMNS + [
     pa.field("freeze", pa.bool_()),
 ])
 
-# Flows carried by the forward path; every other flow is feedback on the reverse path.
+# Flows carried by the forward path; every other flow is feedback on the reverse path, except cross traffic.
 FORWARD_FLOWS = ("media", "fec", "rtx")
+# Cross-traffic flows ("cross-1", "cross-2", ...) share the forward bottleneck but are not the scheme's.
+CROSS_FLOW_PREFIX = "cross-"
 
 # The encoded frames each receiver decoded and rendered, so reports can re-decode exactly what was shown.
 BITSTREAMS_SCHEMA = pa.schema(RUN_COLUMNS + [

@@ -21,8 +21,9 @@ whole datagrams.
 By default frames are forwarded unchanged at layer 2 (a bump in the wire, like a bridge): the two end hosts
 share one IP subnet and address each other's MAC directly. With ``rewrite_macs`` the shaper acts as the
 router of a routed topology (`testbed.emulator.mininet_topology`: two subnets, the router's kernel does
-not forward): each shaped frame gets the configured destination and source MACs of its direction (the IP
+not forward): each shaped frame gets its direction's source MAC and the MAC of its IPv4 destination (the IP
 header, TTL included, is left alone), and ARP stays local to each link (the router's kernel answers it).
+In a dumbbell, several hosts share each side; every one of them is listed.
 
 Offloads MUST be off on every veth of the path, in every namespace::
 
@@ -45,7 +46,7 @@ since ``start``), ``size`` (charged bytes), ``frame_bytes``, ``drop`` ("loss"/"q
 (departure computed by the link, None if dropped or never delivered), ``departed_s`` (actual send time, None
 if not sent before stop), ``ge_state``, ``ip_id`` (IPv4 identification), ``digest``
 (`testbed.emulator.payload_digest.payload_digest` of the UDP payload, a signed int64) for matching rows with
-the agents' logs. The monotonic time of ``start`` and the counters (``arp``, ``ignored``, ``truncated``,
+the agents' logs. The monotonic time of ``start`` and the counters (``arp``, ``ignored``, ``truncated``, ``unroutable``,
 ``send_errors``) are stored in the file metadata / a ``.meta.json`` sidecar for CSV.
 
 JSON config for the entry point::
@@ -56,7 +57,8 @@ JSON config for the entry point::
                  "rate": {"kind": "constant", "kbps": 320}, "queue_bytes": 6000},
      "reverse": {"delay_s": 0.025}}
 
-Optional keys: ``rewrite_macs`` ({"forward": [dst, src], "reverse": [dst, src]}, MACs as "aa:bb:..."),
+Optional keys: ``rewrite_macs`` ({"forward": [source MAC, {IPv4: MAC, ...}], "reverse": [...]}, MACs as
+"aa:bb:..."; see `MacRewrite`),
 ``size_basis`` ("frame" | "udp_payload"), ``stream_key`` (list of strings, default []), ``start_monotonic``
 (float, CLOCK_MONOTONIC seconds of the run's time origin), ``ready_file`` (written with the shaper's pid once
 both sockets are bound, so a launcher knows when traffic may start). SIGTERM/SIGINT stop the loop, frames
@@ -114,6 +116,26 @@ LOG_COLUMNS = ("direction", "arrival_s", "size", "frame_bytes", "drop", "schedul
 
 # ---------------------------------------------------------------------------------------------- config
 
+@dataclass(frozen=True)
+class MacRewrite:
+    """How a routed topology's shaped frames leave one direction: source MAC, destination MAC per IPv4 address."""
+
+    source: str
+    destinations: dict[str, str]
+
+    @classmethod
+    def from_json(cls, data: list) -> MacRewrite:
+        """Parse ``[source MAC, {IPv4: MAC}]`` (the JSON form of `Topology.shaper_macs` values)."""
+        source, destinations = data
+        return cls(source, dict(destinations))
+
+    def headers(self) -> dict[bytes, bytes]:
+        """Packed IPv4 destination -> the 12 bytes (destination MAC, source MAC) that start its frames."""
+        source = bytes.fromhex(self.source.replace(":", ""))
+        return {socket.inet_aton(ip): bytes.fromhex(mac.replace(":", "")) + source
+                for ip, mac in self.destinations.items()}
+
+
 # ---------------------------------------------------------------------------------------------- log
 
 @dataclass
@@ -123,7 +145,7 @@ class ShaperLog:
     columns: dict[str, list] = field(default_factory=lambda: {c: [] for c in LOG_COLUMNS})
     start_monotonic: float = 0.0
     counters: dict[str, int] = field(default_factory=lambda: {"arp": 0, "ignored": 0, "truncated": 0,
-                                                              "send_errors": 0})
+                                                              "unroutable": 0, "send_errors": 0})
 
     def add(self, direction, arrival, size, frame_bytes, drop, scheduled, ge_state, ip_id, digest) -> int:
         c = self.columns
@@ -196,32 +218,34 @@ def _drain(s: socket.socket) -> None:
             return
 
 
-def _classify(frame: bytes) -> tuple[str, int, int, int]:
-    """('udp'|'truncated'|'arp'|'other', udp_payload_bytes, ip_id, payload digest); 0/-1/0 where n/a."""
+def _classify(frame: bytes) -> tuple[str, int, int, int, bytes]:
+    """('udp'|'truncated'|'arp'|'other', udp_payload_bytes, ip_id, payload digest, IPv4 destination);
+    0/-1/0/b"" where n/a."""
     if len(frame) < 14:
-        return "other", 0, -1, 0
+        return "other", 0, -1, 0, b""
     ethertype = (frame[12] << 8) | frame[13]
     off = 14
     if ethertype == 0x8100 and len(frame) >= 18:  # one VLAN tag
         ethertype = (frame[16] << 8) | frame[17]
         off = 18
     if ethertype == ETH_P_ARP:
-        return "arp", 0, -1, 0
+        return "arp", 0, -1, 0, b""
     if ethertype != ETH_P_IP or len(frame) < off + 20:
-        return "other", 0, -1, 0
+        return "other", 0, -1, 0, b""
     if frame[off + 9] != IPPROTO_UDP:
-        return "other", 0, -1, 0
+        return "other", 0, -1, 0, b""
+    destination = frame[off + 16:off + 20]
     ihl = (frame[off] & 0x0F) * 4
     ip_id = (frame[off + 4] << 8) | frame[off + 5]
     u = off + ihl
     fragment = ((frame[off + 6] << 8) | frame[off + 7]) & 0x3FFF  # MF flag or a fragment offset
     if fragment or len(frame) < u + 8:
-        return "truncated", 0, ip_id, 0
+        return "truncated", 0, ip_id, 0, destination
     udp_len = (frame[u + 4] << 8) | frame[u + 5]
     end = u + udp_len  # not len(frame): short frames carry Ethernet padding after the datagram
     if udp_len < 8 or len(frame) < end:
-        return "truncated", 0, ip_id, 0
-    return "udp", udp_len - 8, ip_id, payload_digest(frame[u + 8:end])
+        return "truncated", 0, ip_id, 0, destination
+    return "udp", udp_len - 8, ip_id, payload_digest(frame[u + 8:end]), destination
 
 
 # ---------------------------------------------------------------------------------------------- shaper
@@ -229,12 +253,13 @@ def _classify(frame: bytes) -> tuple[str, int, int, int]:
 def run_shaper(left_if: str, right_if: str, forward: LinkParams, reverse: LinkParams, seed: int,
                log_path: str | os.PathLike | None, stop_event: threading.Event,
                size_basis: str = "frame", ready_event: threading.Event | None = None,
-               rewrite_macs: dict[str, tuple[str, str]] | None = None, stream_key: Sequence[str] = (),
+               rewrite_macs: dict[str, MacRewrite] | None = None, stream_key: Sequence[str] = (),
                start_monotonic: float | None = None) -> ShaperLog:
     """Bridge `left_if` <-> `right_if` until `stop_event` is set; write the log to `log_path` and return it.
 
     Frames from `left_if` go through the `forward` link, frames from `right_if` through `reverse`.
-    `rewrite_macs` maps a direction to the (destination, source) MACs its shaped frames leave with.
+    `rewrite_macs` maps a direction to the source MAC its shaped frames leave with and the destination MAC
+    of each IPv4 destination; a frame to any other address is not shaped (counter ``unroutable``).
     Each direction's link is ``Link(params, seed, *stream_key, direction)``; times are seconds since
     `start_monotonic` (CLOCK_MONOTONIC), or since the shaper's own start when it is None.
     Must run in the namespace that owns both interfaces, as root (CAP_NET_RAW).
@@ -243,8 +268,7 @@ def run_shaper(left_if: str, right_if: str, forward: LinkParams, reverse: LinkPa
         raise ValueError("size_basis must be 'frame' or 'udp_payload'")
     links = {"forward": Link(forward, seed, *stream_key, "forward"),
              "reverse": Link(reverse, seed, *stream_key, "reverse")}
-    headers = {direction: bytes.fromhex(dst.replace(":", "")) + bytes.fromhex(src.replace(":", ""))
-               for direction, (dst, src) in (rewrite_macs or {}).items()}
+    headers = {direction: rewrite.headers() for direction, rewrite in (rewrite_macs or {}).items()}
     left, right = _open(left_if), _open(right_if)
     _drain(left)
     _drain(right)
@@ -302,7 +326,7 @@ def run_shaper(left_if: str, right_if: str, forward: LinkParams, reverse: LinkPa
                         break
                     if addr[2] == PACKET_OUTGOING:
                         continue
-                    kind, payload, ip_id, digest = _classify(frame)
+                    kind, payload, ip_id, digest, destination = _classify(frame)
                     if kind == "arp":
                         counters["arp"] += 1
                         if headers:
@@ -315,14 +339,20 @@ def run_shaper(left_if: str, right_if: str, forward: LinkParams, reverse: LinkPa
                     if kind != "udp":
                         counters["ignored" if kind == "other" else "truncated"] += 1
                         continue
+                    header = None
+                    if direction in headers:
+                        header = headers[direction].get(destination)
+                        if header is None:
+                            counters["unroutable"] += 1
+                            continue
                     now = mono() - start
                     size = len(frame) if use_frame else payload
                     arrival, drop, ge_state = link.transmit(size, now)
                     row = shaper_log.add(direction, now, size, len(frame), drop, arrival, ge_state, ip_id, digest)
                     if arrival is not None:
                         counter += 1
-                        if direction in headers:
-                            frame = headers[direction] + frame[12:]
+                        if header is not None:
+                            frame = header + frame[12:]
                         heapq.heappush(pending, (arrival, counter, out, frame, row))
     finally:
         left.close()
@@ -370,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                             link_params_from_dict(config.get("reverse")), int(config.get("seed", 0)),
                             config.get("log_path"), stop, size_basis=config.get("size_basis", "frame"),
                             ready_event=ready,
-                            rewrite_macs={k: tuple(v) for k, v in config.get("rewrite_macs", {}).items()},
+                            rewrite_macs={k: MacRewrite.from_json(v)
+                                          for k, v in config.get("rewrite_macs", {}).items()},
                             stream_key=stream_key,
                             start_monotonic=None if start_monotonic is None else float(start_monotonic))
     except PermissionError as exc:

@@ -14,8 +14,10 @@ At `end_s` on that clock the agent stops and writes, into `out_dir`, Parquet fil
 ``<role>.sent.parquet`` (every datagram it sent: flow, frame_id, size, sent_s, digest),
 ``<role>.arrived.parquet`` (every datagram it received: digest, size, arrived_s) and, for video schemes,
 ``sender.frames.parquet`` / ``receiver.frames.parquet`` (the two halves of frames.parquet) and
-``receiver.bitstreams.parquet``. The runner matches sends and arrivals by payload digest. A failure prints
-the traceback on standard error and exits with status 1; nothing is written then.
+``receiver.bitstreams.parquet``. Cross-traffic agents (roles ``cross-sender-<i>`` / ``cross-receiver-<i>``)
+play one competing flow of a dumbbell and write only the two traffic logs. The runner matches sends and
+arrivals by payload digest. A failure prints the traceback on standard error and exits with status 1; nothing
+is written then.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from testbed.codecs.endpoint import Datagram, Endpoint
+from testbed.cross_traffic import CROSS_ROLE_PREFIX, cross_endpoint
 from testbed.emulator.payload_digest import payload_digest
 from testbed.schemes import build_session
 from testbed.spec import Run
@@ -60,8 +63,8 @@ class AgentConfig:
         """Parse the JSON form written by the backend."""
         data: dict[str, Any] = json.loads(text)
         role = data["role"]
-        if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        if role not in ROLES and not role.startswith(CROSS_ROLE_PREFIX):
+            raise ValueError(f"role must be one of {', '.join(ROLES)} or a cross-traffic role, got {role!r}")
         return cls(role, data["run_file"], (data["bind"][0], int(data["bind"][1])),
                    (data["peer"][0], int(data["peer"][1])), float(data["end_s"]), data["out_dir"])
 
@@ -210,6 +213,11 @@ def run_agent(config: AgentConfig) -> None:
     """Play the configured role for one run and write its logs."""
     with open(config.run_file, "rb") as handle:
         run: Run = pickle.load(handle)  # written by our own runner into the run's private work directory
+    if config.role.startswith(CROSS_ROLE_PREFIX):
+        log = TrafficLog()
+        asyncio.run(_run(config, cross_endpoint(run, config.role), lambda: None, log))
+        log.write(Path(config.out_dir), config.role)
+        return
     session = build_session(run)
     if isinstance(session, VideoSession):
         session.score_live = False  # scoring after the run keeps the receiver's clock honest

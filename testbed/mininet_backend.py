@@ -1,14 +1,14 @@
 """The `mininet` backend: one run on real Mininet hosts, real UDP sockets and a real shaper, in wall-clock time.
 
-Per run: a fresh run-prefixed topology (sender host -- router host -- receiver host, see
-`testbed.emulator.mininet_topology`), the bottleneck shaped either by the userspace shaper in the router host
-(`testbed.emulator.userspace_shaper`, the `sim` link models on AF_PACKET sockets) or by tc qdiscs
-(`testbed.emulator.netem`, with the router's kernel forwarding), and one agent per side
-(`python -m testbed.agent`) running the scheme's sans-IO endpoint over asyncio UDP. Time origin: the runner
-starts both agents, waits until they are ready, picks `t0` a moment ahead on CLOCK_MONOTONIC, starts the shaper
-with that origin and hands `t0` to the agents; every log is then on the same clock as the `sim` backend's
-(seconds since the run started). The topology, its qdiscs and every process in it are removed when the run ends,
-also on errors, SIGINT and SIGTERM.
+Per run: a fresh run-prefixed topology (sender host -- router host -- receiver host, plus a pair of hosts per
+cross-traffic flow with a switch on each side of the router; see `testbed.emulator.mininet_topology`), the
+bottleneck shaped either by the userspace shaper in the router host (`testbed.emulator.userspace_shaper`, the
+`sim` link models on AF_PACKET sockets) or by tc qdiscs (`testbed.emulator.netem`, with the router's kernel
+forwarding), and one agent per host (`python -m testbed.agent`) running the scheme's, or a cross-traffic
+flow's, sans-IO endpoint over asyncio UDP. Time origin: the runner starts every agent, waits until they are
+ready, picks `t0` a moment ahead on CLOCK_MONOTONIC, starts the shaper with that origin and hands `t0` to the
+agents; every log is then on the same clock as the `sim` backend's (seconds since the run started). The
+topology, its qdiscs and every process in it are removed when the run ends, also on errors, SIGINT and SIGTERM.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from testbed.agent import AgentConfig
+from testbed.cross_traffic import cross_roles
 from testbed.emulator.link_config import link_params_to_dict
 from testbed.emulator.mininet_topology import Topology, enable_kernel_forwarding, topology
 from testbed.emulator.netem import (
@@ -36,11 +37,10 @@ from testbed.emulator.netem import (
     needs_netem_qdisc,
     netem_available,
     plan_direction,
-    unsupported_by_netem,
 )
 from testbed.log_merge import merge_packet_logs
 from testbed.sim import RunOutput
-from testbed.spec import Run, Spec
+from testbed.spec import Run, Spec, netem_problems
 from testbed.video_session import frames_table
 
 AGENT_PORT = 5000
@@ -67,10 +67,8 @@ class ShaperChoice:
 
 def choose_shaper(requested: str, spec: Spec) -> ShaperChoice:
     """Resolve `auto` and check that netem can express every network of the spec."""
-    problems = [f'network "{network.name}" ({direction}): {problem}'
-                for network in spec.networks
-                for direction, params in (("forward", network.forward), ("reverse", network.reverse))
-                for problem in unsupported_by_netem(params)]
+    problems = [f'network "{network.name}" {problem}' for network in spec.networks
+                for problem in netem_problems(network)]
     if requested == "userspace":
         return ShaperChoice("userspace", "asked for in the spec ([mininet] shaper)")
     available, detail = netem_available()
@@ -157,6 +155,15 @@ def _stop(process: _Process, grace_s: float = 5.0) -> None:
     process.stderr.close()
 
 
+def _agent_ends(topo: Topology) -> list[tuple[str, str, str]]:
+    """(role, own address, peer address) of every agent, receivers first so they listen before anyone sends."""
+    pairs = [("sender", "receiver", topo.sender, topo.receiver)]
+    for index, (left, right) in enumerate(zip(topo.cross_senders, topo.cross_receivers), start=1):
+        pairs.append((*cross_roles(index), left, right))
+    return ([(receiver, right.ip, left.ip) for _, receiver, left, right in pairs]
+            + [(sender, left.ip, right.ip) for sender, _, left, right in pairs])
+
+
 def _userspace_config(run: Run, topo: Topology, work_dir: Path, t0: float) -> dict[str, Any]:
     return {
         "left_if": topo.router_left.interface, "right_if": topo.router_right.interface,
@@ -202,9 +209,7 @@ class _RunProcesses:
                 self._tc)
             self.netem_report["tree"] = self.netem.install()
             enable_kernel_forwarding(topo)  # the qdiscs shape; the router's kernel forwards
-        ends = {"receiver": (topo.receiver.ip, topo.sender.ip), "sender": (topo.sender.ip, topo.receiver.ip)}
-        for role in ("receiver", "sender"):
-            own, peer = ends[role]
+        for role, own, peer in _agent_ends(topo):
             config = AgentConfig(role, str(run_file), (own, AGENT_PORT), (peer, AGENT_PORT), end_s, str(work))
             config_path = work / f"{role}.json"
             config_path.write_text(config.to_json(), encoding="utf-8")
@@ -259,13 +264,23 @@ def _read(path: Path) -> pd.DataFrame:
     return pq.read_table(path).to_pandas()
 
 
+def _read_all(work_dir: Path, roles: Sequence[str], log: str) -> pd.DataFrame:
+    """One traffic log (``sent`` or ``arrived``) of several agents, in time order."""
+    frames = [_read(work_dir / f"{role}.{log}.parquet") for role in roles]
+    column = "sent_s" if log == "sent" else "arrived_s"
+    return pd.concat(frames, ignore_index=True).sort_values(column, kind="stable", ignore_index=True)
+
+
 def _collect(run: Run, work_dir: Path, has_shaper_log: bool) -> RunOutput:
     names = (run.scheme.name, run.network.name, run.video_name, run.seed)
     end_s = run.experiment.duration_s + run.experiment.drain_s
     shaper = _read(work_dir / "shaper.parquet") if has_shaper_log else None
+    cross = [cross_roles(index) for index in range(1, len(run.network.cross_traffic) + 1)]
+    left = ["sender", *(sender for sender, _ in cross)]
+    right = ["receiver", *(receiver for _, receiver in cross)]
     packets = merge_packet_logs(
-        _read(work_dir / "sender.sent.parquet"), _read(work_dir / "receiver.arrived.parquet"),
-        _read(work_dir / "receiver.sent.parquet"), _read(work_dir / "sender.arrived.parquet"),
+        _read_all(work_dir, left, "sent"), _read_all(work_dir, right, "arrived"),
+        _read_all(work_dir, right, "sent"), _read_all(work_dir, left, "arrived"),
         shaper, end_s, (run.network.forward.delay_s, run.network.reverse.delay_s), names)
     frames = bitstreams = None
     if (work_dir / "sender.frames.parquet").exists():
@@ -279,7 +294,7 @@ def _collect(run: Run, work_dir: Path, has_shaper_log: bool) -> RunOutput:
 def run_on_mininet(run: Run, work_dir: Path, shaper: ShaperChoice) -> tuple[RunOutput, dict[str, Any]]:
     """Execute one run on a fresh topology; return its logs and a description of the shaping used."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    with topology() as topo:
+    with topology(cross_pairs=len(run.network.cross_traffic)) as topo:
         processes = _RunProcesses(run, topo, work_dir, shaper, AGENT_COMMAND)
         try:
             processes.execute()
@@ -287,5 +302,6 @@ def run_on_mininet(run: Run, work_dir: Path, shaper: ShaperChoice) -> tuple[RunO
             shaper_failure = processes.stop()  # an error from `execute` takes precedence over this one
         if shaper_failure is not None:
             raise shaper_failure
-        details = {"prefix": topo.prefix, "offloads": topo.offloads, **processes.netem_report}
+        details = {"prefix": topo.prefix, "offloads": topo.offloads, "switch": topo.switch,
+                   **processes.netem_report}
     return _collect(run, work_dir, shaper.kind == "userspace"), details

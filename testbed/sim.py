@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Callable
 
 import pyarrow as pa
 
 from testbed.codecs.endpoint import Endpoint
+from testbed.cross_traffic import cross_traffic_endpoints
 from testbed.emulator.events import EventLoop
 from testbed.emulator.link import Link
 from testbed.logs import PacketLog
@@ -38,21 +40,31 @@ class _Node:
 
 
 class SimNetwork:
-    """Drives a sender and a receiver over a forward and a reverse link until `end_s`."""
+    """Drives a sender and a receiver over a forward and a reverse link until `end_s`.
+
+    Cross-traffic (sender, receiver) pairs send into the same forward link, so their packets compete with
+    the scheme's for its loss model, FIFO and rate (a dumbbell); their receivers' replies, if any, would take
+    the reverse link.
+    """
 
     def __init__(self, sender: Endpoint, receiver: Endpoint, forward: Link, reverse: Link, end_s: float,
-                 after_receiver: Callable[[], None] = lambda: None):
+                 after_receiver: Callable[[], None] = lambda: None,
+                 cross_traffic: Sequence[tuple[Endpoint, Endpoint]] = ()):
         self.loop = EventLoop()
         self.after_receiver = after_receiver
         self.log = PacketLog()
         self.end_s = end_s
         self.sender = _Node(sender, forward)
         self.receiver = _Node(receiver, reverse)
-        self.sender.peer, self.receiver.peer = self.receiver, self.sender
+        self.nodes = [self.sender, self.receiver]
+        for cross_sender, cross_receiver in cross_traffic:
+            self.nodes += [_Node(cross_sender, forward), _Node(cross_receiver, reverse)]
+        for node, peer in zip(self.nodes[::2], self.nodes[1::2]):
+            node.peer, peer.peer = peer, node
 
     def run(self) -> PacketLog:
         """Run to the end time and return the packet log."""
-        for node in (self.sender, self.receiver):
+        for node in self.nodes:
             self._after_call(node)
         loop = self.loop
         while (when := loop.next_time()) is not None and when <= self.end_s:
@@ -98,6 +110,8 @@ def simulate(run: Run) -> RunOutput:
     forward = Link(network.forward, run.seed, network.name, "forward")
     reverse = Link(network.reverse, run.seed, network.name, "reverse")
     end_s = run.experiment.duration_s + run.experiment.drain_s
-    log = SimNetwork(session.sender, session.receiver, forward, reverse, end_s, session.after_receiver).run()
+    cross_traffic = [(sender, receiver) for _, sender, receiver in cross_traffic_endpoints(run)]
+    log = SimNetwork(session.sender, session.receiver, forward, reverse, end_s, session.after_receiver,
+                     cross_traffic).run()
     names = (run.scheme.name, network.name, run.video_name, run.seed)
     return RunOutput(log.to_table(*names), session.frames_table(*names), session.bitstreams_table(*names))

@@ -11,6 +11,7 @@ import tomli_w
 
 from testbed.codecs.framing import MAX_TAU
 from testbed.codecs.probe import PROBE_HEADER_BYTES
+from testbed.emulator.cross_traffic import MAX_CROSS_FLOWS, PERIODS, CrossTrafficParams
 from testbed.emulator.link import (
     BernoulliParams,
     ConstantRateParams,
@@ -23,7 +24,7 @@ from testbed.emulator.link import (
     RateScheduleParams,
 )
 from testbed.emulator.loss import GilbertElliottParams
-from testbed.emulator.netem import unsupported_by_netem
+from testbed.emulator.netem import needs_netem_qdisc, unsupported_by_netem
 from testbed.spec_table import SpecError, SpecTable
 from testbed.traces.errors import TraceError
 from testbed.traces.loss_trace import read_loss_intervals, read_packet_outcomes
@@ -33,6 +34,7 @@ from testbed.traces.rate_schedule import read_rate_schedule
 SCHEME_KINDS = ("probe", "vp9", "vp8")
 FEC_KINDS = ("streaming", "block", "none")
 SHAPERS = ("auto", "netem", "userspace")
+CROSS_TRAFFIC_KINDS = ("probe", "on-off")
 NO_VIDEO = "none"
 # The largest UDP payload; `mtu` leaves 128 bytes of it for headers (media header + streaming FEC extension
 # at MAX_TAU = 22 + 17 + 4 * 16 = 103 bytes).
@@ -96,11 +98,12 @@ SchemeSpec = ProbeSchemeSpec | VpxSchemeSpec
 
 @dataclass(frozen=True)
 class NetworkSpec:
-    """Both directions of the bottleneck: forward carries media, reverse carries feedback."""
+    """Both directions of the bottleneck: forward carries media (and cross traffic), reverse carries feedback."""
 
     name: str
     forward: LinkParams
     reverse: LinkParams
+    cross_traffic: tuple[CrossTrafficParams, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -200,13 +203,24 @@ def _mininet(root: SpecTable, networks: tuple[NetworkSpec, ...]) -> MininetSpec:
     shaper = table.string("shaper", "auto", choices=SHAPERS)
     if shaper == "netem":
         for network in networks:
-            for direction, params in (("forward", network.forward), ("reverse", network.reverse)):
-                problems = unsupported_by_netem(params)
-                if problems:
-                    table.fail("shaper", f'is "netem", but network "{network.name}" ({direction}) cannot be '
-                                         f'expressed in netem: {"; ".join(problems)}')
+            problems = netem_problems(network)
+            if problems:
+                table.fail("shaper", f'is "netem", but netem cannot express network "{network.name}" '
+                                     f'{"; ".join(problems)}')
     table.finish()
     return MininetSpec(shaper)
+
+
+def netem_problems(network: NetworkSpec) -> list[str]:
+    """Why the tc shaper cannot reproduce `network` (each reason names the direction and key); empty if it can."""
+    problems = [f"({direction}) {problem}"
+                for direction, params in (("forward", network.forward), ("reverse", network.reverse))
+                for problem in unsupported_by_netem(params)]
+    if network.cross_traffic and needs_netem_qdisc(network.forward):
+        problems.append("cross_traffic with loss, delay or jitter: the netem qdisc sits on the sender's egress, "
+                        "so cross traffic would bypass it (only htb and the FIFO are shared); "
+                        "use the userspace shaper")
+    return problems
 
 
 def _array(root: SpecTable, key: str, required: bool = False) -> list[SpecTable]:
@@ -318,8 +332,44 @@ def _network(table: SpecTable, experiment: ExperimentSpec, inputs: list[Path]) -
     else:
         reverse = _link(reverse_table, experiment, inputs, delay_s, jitter_s, reorder)
         reverse_table.finish()
+    cross_traffic = _cross_traffic(table)
     table.finish()
-    return NetworkSpec(name, forward, reverse)
+    return NetworkSpec(name, forward, reverse, cross_traffic)
+
+
+def _cross_traffic(table: SpecTable) -> tuple[CrossTrafficParams, ...]:
+    """`cross_traffic`: one inline table or an array of them, each a flow sharing the forward bottleneck."""
+    value = table.raw("cross_traffic", None)
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, dict) else value
+    if not isinstance(items, list) or not items or not all(isinstance(item, dict) for item in items):
+        table.fail("cross_traffic", "must be a table or a non-empty array of tables")
+    if len(items) > MAX_CROSS_FLOWS:
+        table.fail("cross_traffic", f"has {len(items)} flows; at most {MAX_CROSS_FLOWS} are supported")
+    flows, resolved = [], []
+    for index, item in enumerate(items):
+        key = "cross_traffic." if isinstance(value, dict) else f"cross_traffic[{index}]."
+        flow_table = SpecTable(item, table.source, table.where, table.prefix + key)
+        flows.append(_cross_flow(flow_table))
+        resolved.append(flow_table.resolved)
+    table.resolved["cross_traffic"] = resolved[0] if isinstance(value, dict) else resolved
+    return tuple(flows)
+
+
+def _cross_flow(table: SpecTable) -> CrossTrafficParams:
+    kind = table.string("kind", "probe", choices=CROSS_TRAFFIC_KINDS)
+    rate_kbps = float(table.number("rate_kbps", above=0))
+    packet_bytes = int(table.number("packet_bytes", 1200, minimum=PROBE_HEADER_BYTES, maximum=MAX_UDP_PAYLOAD,
+                                    integer=True))
+    start_s = float(table.number("start_s", 0, minimum=0))
+    on_s, off_s, periods = None, 0.0, "fixed"
+    if kind == "on-off":
+        on_s = float(table.number("on_s", above=0))
+        off_s = float(table.number("off_s", above=0))
+        periods = table.string("periods", "fixed", choices=PERIODS)
+    table.finish()
+    return CrossTrafficParams(rate_kbps, packet_bytes, start_s, on_s, off_s, periods)
 
 
 def _link(table: SpecTable, experiment: ExperimentSpec, inputs: list[Path], delay_s: float,

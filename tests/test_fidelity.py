@@ -238,3 +238,15 @@ def test_no_section_without_the_sim_log(mininet_like_results: Path, tmp_path: Pa
     assert "Fidelity" not in (results / "report.html").read_text()
     assert "Fidelity" not in (results / "report.md").read_text()
     assert not (results / "tables" / "fidelity.csv").exists()
+
+
+def test_cross_traffic_flows_are_their_own_paths() -> None:
+    sim = pd.concat([packets(50, 20), packets(0, 100, sent=500, flow="cross-1"), packets(0, 0, sent=50, flow="cross-2")])
+    emulated = pd.concat([packets(50, 20), packets(0, 150, sent=500, flow="cross-1"),
+                          packets(0, 0, sent=50, flow="cross-2")])
+    table = compare_backends(sim, emulated, DURATION_S)
+    assert set(table["path"]) == {"forward", "cross-1", "cross-2"}  # no cross packet counted as feedback
+    assert row(table, "packets_sent")["sim"] == 1000.0  # the scheme's own path holds only its packets
+    queue = row(table, "queue_drop_pct", path="cross-1")
+    assert (queue["sim"], queue["emulated"], queue["within"]) == (20.0, 30.0, False)
+    assert row(table, "queue_drop_pct", path="cross-2")["within"] is True

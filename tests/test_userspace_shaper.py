@@ -25,7 +25,7 @@ import pytest
 from testbed.emulator.link import BernoulliParams, ConstantRateParams, Link, LinkParams
 from testbed.emulator.link_config import link_params_from_dict
 from testbed.emulator.payload_digest import payload_digest
-from testbed.emulator.userspace_shaper import LOG_COLUMNS, ShaperLog, _classify
+from testbed.emulator.userspace_shaper import LOG_COLUMNS, MacRewrite, ShaperLog, _classify
 
 PYTHON = sys.executable
 FRAME_OVERHEAD = 14 + 20 + 8  # Ethernet + IPv4 + UDP
@@ -244,19 +244,28 @@ def test_link_params_from_dict():
 
 def test_classify_frames():
     eth = bytes(12)
-    ip = bytes([0x45, 0, 0, 0, 0x12, 0x34, 0, 0, 64, 17, 0, 0]) + bytes(8)
+    ip = bytes([0x45, 0, 0, 0, 0x12, 0x34, 0, 0, 64, 17, 0, 0]) + bytes(4) + bytes([10, 200, 2, 11])
     udp = (1000).to_bytes(2, "big") + (2000).to_bytes(2, "big") + (8 + 10).to_bytes(2, "big") + bytes(2)
     payload = (42).to_bytes(8, "big") + b"xy"
     frame = eth + b"\x08\x00" + ip + udp + payload
-    assert _classify(frame) == ("udp", 10, 0x1234, payload_digest(payload))
+    destination = bytes([10, 200, 2, 11])
+    assert _classify(frame) == ("udp", 10, 0x1234, payload_digest(payload), destination)
     # Ethernet padding after the datagram is not part of the payload
-    assert _classify(frame + bytes(6)) == ("udp", 10, 0x1234, payload_digest(payload))
-    assert _classify(frame[:-1]) == ("truncated", 0, 0x1234, 0)  # shorter than its UDP length
+    assert _classify(frame + bytes(6)) == ("udp", 10, 0x1234, payload_digest(payload), destination)
+    assert _classify(frame[:-1]) == ("truncated", 0, 0x1234, 0, destination)  # shorter than its UDP length
     assert _classify(frame[:14 + 20 + 4])[0] == "truncated"  # not even a whole UDP header
     more_fragments = eth + b"\x08\x00" + ip[:6] + b"\x20\x00" + ip[8:] + udp + payload
     assert _classify(more_fragments)[0] == "truncated"
     assert _classify(eth + b"\x08\x06" + bytes(28))[0] == "arp"
     assert _classify(eth + b"\x86\xdd" + bytes(40))[0] == "other"
+
+
+def test_mac_rewrite_picks_the_destination_mac_by_ip():
+    rewrite = MacRewrite.from_json(["02:aa:00:00:00:03", {"10.200.2.2": "02:aa:00:00:00:04",
+                                                          "10.200.2.11": "02:aa:00:00:00:0b"}])
+    headers = rewrite.headers()
+    assert headers == {bytes([10, 200, 2, 2]): bytes.fromhex("02aa00000004" "02aa00000003"),
+                       bytes([10, 200, 2, 11]): bytes.fromhex("02aa0000000b" "02aa00000003")}
 
 
 def test_payload_digest_is_a_signed_big_endian_blake2b_prefix():
