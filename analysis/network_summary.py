@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from testbed.analysis.log_schema import FORWARD_FLOWS
+from testbed.analysis.log_schema import CROSS_FLOW_PREFIX, FORWARD_FLOWS
 from testbed.analysis.quality import quantile
 
 RUN_KEYS = ["scheme", "network", "video", "seed"]
@@ -52,3 +52,12 @@ def summarize_network(packets: pd.DataFrame, duration_s: float) -> pd.DataFrame:
         rows.append({"level": "aggregate", **dict(zip(AGGREGATE_KEYS, key)), "video": ALL, "seed": ALL,
                      **network_metrics(group, duration_s)})
     return pd.DataFrame(rows, columns=["level", *RUN_KEYS, *NETWORK_COLUMNS])
+
+
+def summarize_cross_traffic(packets: pd.DataFrame, duration_s: float) -> pd.DataFrame:
+    """One row per (scheme, network, cross-traffic flow), seeds pooled: what the competing flows got through."""
+    cross = packets[packets["flow"].astype(str).str.startswith(CROSS_FLOW_PREFIX)]
+    keys = [*AGGREGATE_KEYS, "flow"]
+    rows = [{**dict(zip(keys, key)), **network_metrics(group, duration_s)}
+            for key, group in cross.groupby(keys, sort=False)]
+    return pd.DataFrame(rows, columns=[*keys, *NETWORK_COLUMNS])

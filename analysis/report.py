@@ -13,7 +13,7 @@ from testbed.analysis.aggregate import paired_deltas, summarize_deltas, summariz
 from testbed.analysis.fidelity import TOLERANCES, compare_backends, fidelity_overview
 from testbed.analysis.figures import render_all
 from testbed.analysis.lpips import lpips_available
-from testbed.analysis.network_summary import ALL
+from testbed.analysis.network_summary import ALL, summarize_cross_traffic
 from testbed.analysis.report_document import ReportContent, ReportTable, write_report
 
 Progress = Callable[[int, int, str], None]
@@ -106,9 +106,16 @@ def build_report(results_dir: Path, progress: Progress | None = None,
                           "One row per scheme x network; runs pooled over videos and seeds.")]
     spec_text = (results_dir / "spec.toml").read_text(encoding="utf-8")
     environment = json.loads((results_dir / "environment.json").read_text(encoding="utf-8"))
-    fidelity = _fidelity_table(results_dir, packets, tomllib.loads(spec_text), environment)
+    spec = tomllib.loads(spec_text)
+    fidelity = _fidelity_table(results_dir, packets, spec, environment)
     if fidelity is not None:
         tables.append(fidelity)
+    cross = summarize_cross_traffic(packets, float(spec["experiment"]["duration_s"]))
+    if not cross.empty:
+        tables.append(ReportTable("cross_traffic", "Cross traffic on the bottleneck", cross,
+                                  "The competing flows of each network (spec key cross_traffic), seeds pooled: "
+                                  "rates per run in kbps, loss by cause in %, one-way delay in ms. The summary "
+                                  "above counts the schemes' own packets only."))
     if not frames.empty:
         runs = summarize_runs(frames, packets)
         tables.append(ReportTable("quality", "Quality, freezes and latency (all statistics)",

@@ -12,6 +12,7 @@ import pytest
 from ge_statistics import loss_asymptotic_variance, stationary
 
 from testbed.analysis.network_summary import summarize_network
+from testbed.analysis.report import build_report
 from testbed.codecs.probe import parse_probe_packet
 from testbed.cross_traffic import CrossTrafficSender, cross_endpoint, cross_traffic_endpoints
 from testbed.emulator.cross_traffic import CrossTrafficParams, on_periods, send_times
@@ -202,3 +203,19 @@ def test_cross_endpoints_follow_the_roles(tmp_path: Path) -> None:
     assert not isinstance(cross_endpoint(run, "cross-receiver-1"), CrossTrafficSender)
     with pytest.raises(ValueError, match="cross-sender-3"):
         cross_endpoint(run, "cross-sender-3")
+
+
+def test_report_has_a_cross_traffic_table(tmp_path: Path) -> None:
+    network = 'rate = {kbps = 320}\nqueue = {bytes = 6000}\ncross_traffic = [{rate_kbps = 200}, {rate_kbps = 40}]'
+    out = tmp_path / "out"
+    run_experiment(load_spec(spec_file(tmp_path, network, duration=20)), out)
+    build_report(out)
+    table = pd.read_csv(out / "tables" / "cross_traffic.csv")
+    packets = pq.read_table(out / "packets.parquet").to_pandas()
+    assert list(table["flow"]) == ["cross-1", "cross-2"]
+    for flow, row in table.set_index("flow").iterrows():
+        own = packets[packets["flow"] == flow]
+        assert row["packets_sent"] == len(own)
+        assert row["bitrate_kbps"] == pytest.approx(own["bytes"].sum() * 8 / 20 / 1000)
+        assert row["queue_drop_pct"] == pytest.approx(100 * (own["drop"] == "queue").mean())
+    assert "Cross traffic on the bottleneck" in (out / "report.md").read_text()
