@@ -342,3 +342,64 @@ def test_mahimahi_trace_replays_in_real_time_like_sim(tmp_path, prefixes):
     difference = (emulated["arrived_ms"] - simulated["arrived_ms"])[both].abs()
     assert difference.median() <= 1.0
     assert np.percentile(difference, 95) <= 5.0
+
+
+def test_cross_traffic_hosts_share_the_bottleneck_like_sim(tmp_path, prefixes):
+    """A dumbbell: a cross-traffic host pair beside the probe's, through one GE channel and one FIFO."""
+    # Both flows send a 1000-byte packet every 40 ms, 20 ms apart: far enough that real timer lateness (~1 ms)
+    # never changes which reaches the shaper first, so the shared GE chain must give every packet sim's fate.
+    spec = load_spec(probe_spec(tmp_path, "dumbbell", 15, 200, """
+        [[network]]
+        name = "ge-cross"
+        delay_ms = 25
+        loss = { model = "gilbert-elliott", p = 0.05, r = 0.4 }
+        cross_traffic = { kind = "probe", rate_kbps = 200, packet_bytes = 1000, start_s = 0.02 }
+
+        [[network]]
+        name = "fifo-cross"
+        delay_ms = 25
+        rate = { kbps = 320 }
+        queue = { bytes = 6000 }
+        [[network.cross_traffic]]
+        rate_kbps = 100
+        packet_bytes = 1000
+        start_s = 0.02
+        [[network.cross_traffic]]
+        kind = "on-off"
+        rate_kbps = 200
+        packet_bytes = 1000
+        on_s = 1
+        off_s = 1
+        start_s = 0.01
+        """, packet_bytes=1000))
+    out = tmp_path / "out"
+    run_experiment(spec, out, backend="mininet")
+    assert len(prefixes) == 2
+    assert_nothing_left(prefixes)
+    environment = json.loads((out / "environment.json").read_text())
+    for details in environment["mininet"]["runs"].values():
+        assert details["switch"].startswith(("linux-bridge", "ovs"))
+    packets = pd.read_parquet(out / "packets.parquet")
+    simulated = pd.read_parquet(out / "sim_packets.parquet")
+    keys = ["network", "flow", "seq"]
+    both = packets.merge(simulated, on=keys, suffixes=("", "_sim"), validate="one_to_one")
+    assert len(both) == len(packets) == len(simulated)
+    assert set(packets["drop"].dropna()) <= {"loss", "queue"}  # no host or socket losses
+
+    ge = both[both["network"] == "ge-cross"]
+    assert set(ge["flow"]) == {"media", "cross-1"} and (ge["flow"] == "cross-1").sum() == 375
+    assert ge["drop"].fillna("").tolist() == ge["drop_sim"].fillna("").tolist()
+    assert ge["ge_state"].tolist() == ge["ge_state_sim"].tolist()
+    assert (ge.loc[ge["flow"] == "cross-1", "drop"] == "loss").sum() > 0
+    delay_error = (ge["arrived_ms"] - ge["sent_ms"] - 25.0).dropna()
+    assert delay_error.min() >= -0.01 and np.percentile(delay_error, 99) <= 2.0
+
+    fifo = both[both["network"] == "fifo-cross"]
+    # Offered: 200 + 100 + 100 (on half the time) = 400 kbps into 320 kbps: a fifth of all packets overflow.
+    steady = fifo[fifo["sent_ms"] >= 3000]
+    assert abs((steady["drop"] == "queue").mean() - 0.20) <= 0.02
+    assert abs((steady["drop"] == "queue").mean() - (steady["drop_sim"] == "queue").mean()) <= 0.01
+    on_off = fifo[fifo["flow"] == "cross-2"]
+    assert (np.mod(on_off["sent_ms"] - 10.0, 2000.0) < 1000.0 + 2.0).all()  # sent only while on
+    delay = (fifo["arrived_ms"] - fifo["sent_ms"]).dropna()
+    assert delay.max() <= 25 + 150 + 25 + 3.0  # one full 6000-byte queue at 320 kbps, one packet, delay
