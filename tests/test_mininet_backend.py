@@ -314,6 +314,32 @@ def test_tc_shaper_path_without_netem_qdisc(tmp_path, prefixes):
     assert delay.max() <= 6000 * 8 / 320 + serialization_ms + 2.0
 
 
+def test_tc_shaper_path_shares_htb_with_cross_traffic(tmp_path, prefixes):
+    """The tc path on a dumbbell: the router's htb + bfifo is the one bottleneck of the probe and a cross flow."""
+    spec = load_spec(probe_spec(tmp_path, "tc-cross", 10, 200, """
+        [[network]]
+        name = "fifo-cross"
+        rate = { kbps = 320 }
+        queue = { bytes = 6000 }
+        cross_traffic = { rate_kbps = 200, packet_bytes = 1000, start_s = 0.02 }
+        [mininet]
+        shaper = "netem"
+        """, packet_bytes=1000))
+    out = tmp_path / "out"
+    run_experiment(spec, out, backend="mininet")
+    assert_nothing_left(prefixes)
+    (details,) = json.loads((out / "environment.json").read_text())["mininet"]["runs"].values()
+    bfifo = [q for q in details["statistics"]["qdiscs"] if q["kind"] == "bfifo" and q["direction"] == "forward"]
+    packets = pd.read_parquet(out / "packets.parquet")
+    both = packets[packets["flow"].isin(["media", "cross-1"])]
+    assert (both["flow"] == "cross-1").sum() == (both["flow"] == "media").sum() == 250
+    dropped = both["arrived_ms"].isna()
+    # Both flows' losses are the bfifo's drops, exactly: the cross flow went through the same qdisc.
+    assert dropped.sum() == bfifo[0]["dropped"] > 0
+    frame_bytes = 1000 + 42
+    assert abs(dropped.sum() - (500 - 10 * 320_000 / (8 * frame_bytes) - 6000 // frame_bytes)) <= 3
+
+
 def test_mahimahi_trace_replays_in_real_time_like_sim(tmp_path, prefixes):
     """A Mahimahi trace alternating 4 and 12 Mbit/s each second, replayed by the userspace shaper in real time."""
     slow = [t for t in range(0, 1000, 3)]  # one 1504-byte opportunity per 3 ms: 4 Mbit/s
