@@ -90,6 +90,7 @@ __all__ = [
     "enable_kernel_forwarding",
     "list_leftovers",
     "new_prefix",
+    "switch_choice",
     "topology",
 ]
 
@@ -378,6 +379,11 @@ def _mininet_classes() -> tuple[type, type, type]:
             return super().config(**params)
 
     return RunNet, QuietLinuxBridge, RootPort
+
+
+def switch_choice() -> str:
+    """What a dumbbell's switches would be here, and why: "ovs" or "linux-bridge (Open vSwitch unusable: ...)"."""
+    return _choose_switch()[0]
 
 
 def _choose_switch() -> tuple[str, type, dict[str, Any]]:

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from testbed.emulator.mininet_topology import switch_choice
 from testbed.emulator.netem import ProbeFailed, probe_qdiscs_in_namespace
 from testbed.environment import package_versions
 
@@ -78,6 +79,16 @@ def check_binary(name: str) -> Check:
     return Check(name, path is not None, path or "not on PATH")
 
 
+def check_switch() -> Check:
+    """The switch a cross-traffic dumbbell would use: Open vSwitch where usable, else a Linux bridge (brctl)."""
+    try:
+        choice = switch_choice()
+    except ImportError as exc:  # switch_choice imports Mininet for the Linux bridge class
+        return Check("switch (cross traffic)", False, f"mininet not importable ({exc})")
+    ok = choice == "ovs" or shutil.which("brctl") is not None
+    return Check("switch (cross traffic)", ok, choice if ok else f"{choice}; brctl not on PATH (bridge-utils)")
+
+
 def _unprobed(reason: str) -> list[Check]:
     """A not-ok check per qdisc kind explaining why no probe ran."""
     return [Check(name, False, CANNOT_PROBE + reason) for name in _QDISC_ARGS]
@@ -120,7 +131,8 @@ def collect_checks() -> list[Check]:
     ip, tc = check_binary("ip"), check_binary("tc")
     qdiscs = probe_qdiscs(shutil.which("ip"), shutil.which("tc"), root.ok)
     return [
-        check_python(), check_cpu(), root, check_mininet(), tc, ip, *qdiscs, *check_packages(), check_gpu()
+        check_python(), check_cpu(), root, check_mininet(), check_switch(), tc, ip, *qdiscs, *check_packages(),
+        check_gpu()
     ]
 
 

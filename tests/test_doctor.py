@@ -266,3 +266,12 @@ def test_check_mininet_reports_version_mnexec_and_failures(monkeypatch: pytest.M
     check = doctor.check_mininet()
     assert not check.ok
     assert check.detail.startswith("python package not importable (") and check.detail.endswith("mnexec not on PATH")
+
+
+def test_switch_check_names_the_dumbbell_switch_and_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(doctor, "switch_choice", lambda: "linux-bridge (Open vSwitch unusable: ovs-vsctl not found)")
+    monkeypatch.setattr(doctor.shutil, "which", lambda name: None)
+    check = doctor.check_switch()
+    assert not check.ok and "brctl not on PATH" in check.detail and "ovs-vsctl not found" in check.detail
+    monkeypatch.setattr(doctor, "switch_choice", lambda: "ovs")
+    assert doctor.check_switch() == Check("switch (cross traffic)", True, "ovs")
