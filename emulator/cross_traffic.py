@@ -19,6 +19,12 @@ from testbed.emulator.random_stream import UniformStream
 
 PERIODS = ("fixed", "exponential")
 MAX_CROSS_FLOWS = 4  # each flow gets its own pair of hosts on the `mininet` backend
+CROSS_ROLE_PREFIX = "cross-"
+
+
+def cross_roles(index: int) -> tuple[str, str]:
+    """Roles (hosts and agents) of the sender and receiver of the `index`-th cross-traffic flow, 1-based."""
+    return f"{CROSS_ROLE_PREFIX}sender-{index}", f"{CROSS_ROLE_PREFIX}receiver-{index}"
 
 
 @dataclass(frozen=True)

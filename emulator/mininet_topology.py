@@ -74,7 +74,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from testbed.emulator.cross_traffic import MAX_CROSS_FLOWS
+from testbed.emulator.cross_traffic import CROSS_ROLE_PREFIX, MAX_CROSS_FLOWS, cross_roles
 
 __all__ = [
     "MAX_CROSS_PAIRS",
@@ -279,12 +279,12 @@ def _plan(prefix: str, cross_pairs: int = 0) -> Topology:
 
 def _left_hosts(t: Topology) -> list[tuple[str, HostAddress]]:
     """(role, interface) of every host on the sender's side except the router."""
-    return [("sender", t.sender), *((f"cross-sender-{i}", e) for i, e in enumerate(t.cross_senders, 1))]
+    return [("sender", t.sender), *((cross_roles(i)[0], e) for i, e in enumerate(t.cross_senders, 1))]
 
 
 def _right_hosts(t: Topology) -> list[tuple[str, HostAddress]]:
     """(role, interface) of every host on the receiver's side except the router."""
-    return [("receiver", t.receiver), *((f"cross-receiver-{i}", e) for i, e in enumerate(t.cross_receivers, 1))]
+    return [("receiver", t.receiver), *((cross_roles(i)[1], e) for i, e in enumerate(t.cross_receivers, 1))]
 
 
 def _ends(t: Topology) -> list[tuple[str, HostAddress]]:
@@ -308,7 +308,7 @@ def _switch_plans(t: Topology) -> tuple[_SwitchPlan, ...]:
 
 def _port_suffix(role: str) -> str:
     """Last character of a switch port's name: the attached host's letter, or the cross pair's index."""
-    return role.rsplit("-", 1)[1] if role.startswith("cross-") else _HOST_SUFFIX[role]
+    return role.rsplit("-", 1)[1] if role.startswith(CROSS_ROLE_PREFIX) else _HOST_SUFFIX[role]
 
 
 def _root_interfaces(t: Topology) -> list[str]:

@@ -37,7 +37,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from testbed.codecs.endpoint import Datagram, Endpoint
-from testbed.cross_traffic import CROSS_ROLE_PREFIX, cross_endpoint
+from testbed.cross_traffic import cross_endpoint
+from testbed.emulator.cross_traffic import CROSS_ROLE_PREFIX
 from testbed.emulator.payload_digest import payload_digest
 from testbed.schemes import build_session
 from testbed.spec import Run

@@ -7,21 +7,13 @@ import numpy as np
 from testbed.analysis.log_schema import CROSS_FLOW_PREFIX
 from testbed.codecs.endpoint import Datagram, Endpoint
 from testbed.codecs.probe import ProbeReceiver, probe_packet
-from testbed.emulator.cross_traffic import send_times
+from testbed.emulator.cross_traffic import cross_roles, send_times
 from testbed.spec import Run
 
 
 def cross_flow_name(index: int) -> str:
     """Flow name of the run's `index`-th cross-traffic flow, 1-based."""
     return f"{CROSS_FLOW_PREFIX}{index}"
-
-
-CROSS_ROLE_PREFIX = "cross-"
-
-
-def cross_roles(index: int) -> tuple[str, str]:
-    """Host (and agent) roles of the sender and receiver of the `index`-th cross-traffic flow, 1-based."""
-    return f"{CROSS_ROLE_PREFIX}sender-{index}", f"{CROSS_ROLE_PREFIX}receiver-{index}"
 
 
 class CrossTrafficSender:
