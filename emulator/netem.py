@@ -3,7 +3,7 @@
 One direction of the bottleneck becomes two qdisc trees (the reverse direction mirrors them)::
 
     entry host egress (sender's interface for forward)      router egress towards the far host
-    netem 1: root                                             htb 1: root default 1
+    netem 1: root                                             htb 1: root stab overhead -42 default 1
       loss gemodel p r 1-h 1-k | loss random X%                 class 1:1 rate R ceil R burst 1514 cburst 1514
       delay D [J]  [rate 10gbit]  limit L                         bfifo 10: limit BYTES  (or pfifo limit N)
 
@@ -25,12 +25,16 @@ Where each limit is enforced:
   so it never drops: 10x the highest link rate (1 Gbit/s without a rate) times (delay + jitter), in 60-byte
   frames, at least netem's default 1000. Larger is free: memory is used only by packets actually held.
 - The sim's drop-tail FIFO is the htb leaf at the router: `bfifo` admits a packet when backlog + its length
-  <= limit, where lengths are qdisc_pkt_len = the Ethernet frame as queued on the veth (IP packet + 14-byte
-  header, no FCS/preamble), and the backlog excludes the packet htb has already dequeued (the one "in
-  service"), as the sim's queue does. `pfifo` admits when fewer than `limit` packets wait. A qdisc holds one
-  leaf, so with both limits set the one binding for full-size (1514-byte) frames is kept and the plan notes
-  the other. (TBF is not used: under netem its internal byte FIFO is replaced and its limit lost.)
-- htb charges frame bytes too, so the rate is in Ethernet frame bits (headers included).
+  <= limit, and the backlog excludes the packet htb has already dequeued (the one "in service"), as the sim's
+  queue does. `pfifo` admits when fewer than `limit` packets wait. A qdisc holds one leaf, so with both
+  limits set the one binding for full-size (1472-byte) datagrams is kept and the plan notes the other. (TBF
+  is not used: under netem its internal byte FIFO is replaced and its limit lost.)
+- Lengths: a qdisc on a veth sees the Ethernet frame (UDP payload + 8 + 20 + 14 header bytes, no FCS or
+  preamble); the sim charges the UDP payload. The router's root qdisc therefore carries a size table
+  (`stab overhead -42`): qdisc_pkt_len, which htb charges against the rate and the fifo adds to its backlog,
+  is then the UDP payload of an IPv4 datagram without options, and the rate and byte limit mean what they
+  mean in the sim. (Other frames are undercounted by 42 bytes; the topology has no others: static
+  neighbours, no IPv6.) The read-back (`tc -d`) checks the table too.
 
 htb burst: htb lets a packet leave when its tokens are >= 0, then charges it len/rate of tokens (tokens are
 time, capped at burst/rate). Burst 0 would already serialize like the sim, but dequeues run from timers and
@@ -92,6 +96,11 @@ LEAF_HANDLE = "10:"
 FIFO_ROOT_HANDLE = "1:"
 
 MTU_FRAME_BYTES = 1514  # 1500-byte IP packet + 14-byte Ethernet header, as qdiscs on a veth count it
+# Ethernet (14) + IPv4 (20) + UDP (8) headers: a size table (stab) with this negative overhead makes htb and the
+# fifo under it count a datagram's UDP payload, which is what the sim and the userspace shaper charge.
+UDP_FRAME_OVERHEAD = 42
+STAB_ARGS = ("stab", "overhead", str(-UDP_FRAME_OVERHEAD))
+MTU_PAYLOAD_BYTES = MTU_FRAME_BYTES - UDP_FRAME_OVERHEAD
 HTB_BURST_BYTES = MTU_FRAME_BYTES
 MIN_FRAME_BYTES = 60  # smallest Ethernet frame without FCS: bounds the packets netem may hold
 NETEM_DEFAULT_LIMIT = 1000
@@ -146,6 +155,7 @@ class ExpectedQdisc:
     handle: str
     parent: str  # ROOT or a class id
     options: tuple[tuple[str, OptionValue], ...]
+    stab_overhead: int | None = None  # the size table's overhead (root qdiscs at the router), None: no table
 
 
 @dataclass(frozen=True)
@@ -334,13 +344,13 @@ def _fifo(params: LinkParams) -> tuple[list[str], tuple[tuple[str, OptionValue],
     by_bytes, by_packets = params.queue_bytes, params.queue_packets
     notes = []
     if by_bytes is not None and by_packets is not None:
-        if by_bytes <= by_packets * MTU_FRAME_BYTES:
+        if by_bytes <= by_packets * MTU_PAYLOAD_BYTES:
             notes.append(f"queue: bytes = {by_bytes} is enforced (bfifo), packets = {by_packets} is not: a qdisc "
-                         f"holds one limit and the byte limit binds first for {MTU_FRAME_BYTES}-byte frames")
+                         f"holds one limit and the byte limit binds first for {MTU_PAYLOAD_BYTES}-byte datagrams")
             by_packets = None
         else:
             notes.append(f"queue: packets = {by_packets} is enforced (pfifo), bytes = {by_bytes} is not: a qdisc "
-                         f"holds one limit and the packet limit binds first for {MTU_FRAME_BYTES}-byte frames")
+                         f"holds one limit and the packet limit binds first for {MTU_PAYLOAD_BYTES}-byte datagrams")
             by_bytes = None
     if by_bytes is not None:
         return ["bfifo", "limit", str(by_bytes)], (("limit", by_bytes),), "bfifo", notes
@@ -381,11 +391,12 @@ def plan_direction(direction: str, params: LinkParams, *, entry_host: str, entry
     if params.rate is not None:
         initial, changes, period = rate_timeline(params.rate)
         commands += [
-            TcCommand(ROUTER, ("tc", "qdisc", "replace", "dev", bottleneck_if, "root", "handle", HTB_HANDLE, "htb",
-                               "default", "1")),
+            TcCommand(ROUTER, ("tc", "qdisc", "replace", "dev", bottleneck_if, "root", "handle", HTB_HANDLE,
+                               *STAB_ARGS, "htb", "default", "1")),
             TcCommand(ROUTER, htb_class_argv("add", bottleneck_if, initial)),
         ]
-        expected.append(ExpectedQdisc(ROUTER, bottleneck_if, "htb", HTB_HANDLE, ROOT, (("default", "0x1"),)))
+        expected.append(ExpectedQdisc(ROUTER, bottleneck_if, "htb", HTB_HANDLE, ROOT, (("default", "0x1"),),
+                                      -UDP_FRAME_OVERHEAD))
         htb_class = ExpectedClass(ROUTER, bottleneck_if, HTB_CLASS, _rate_bps(initial), HTB_BURST_BYTES)
         if fifo_kind:
             commands.append(TcCommand(ROUTER, ("tc", "qdisc", "add", "dev", bottleneck_if, "parent", HTB_CLASS,
@@ -396,8 +407,9 @@ def plan_direction(direction: str, params: LinkParams, *, entry_host: str, entry
                          "holds the backlog")
     elif fifo_kind:
         commands.append(TcCommand(ROUTER, ("tc", "qdisc", "replace", "dev", bottleneck_if, "root", "handle",
-                                           FIFO_ROOT_HANDLE, *fifo_args)))
-        expected.append(ExpectedQdisc(ROUTER, bottleneck_if, fifo_kind, FIFO_ROOT_HANDLE, ROOT, fifo_options))
+                                           FIFO_ROOT_HANDLE, *STAB_ARGS, *fifo_args)))
+        expected.append(ExpectedQdisc(ROUTER, bottleneck_if, fifo_kind, FIFO_ROOT_HANDLE, ROOT, fifo_options,
+                                      -UDP_FRAME_OVERHEAD))
         notes.append("queue: without a rate nothing waits, so the fifo never fills (as in the sim)")
     if params.jitter_s > 0:
         notes.append("jitter is applied before the bottleneck FIFO (the sim applies it after the serializer)")
@@ -438,6 +450,9 @@ def _qdisc_problems(exp: ExpectedQdisc, rows: list[dict]) -> list[str]:
         return [f"{where}: qdisc {exp.handle} kind: asked {exp.kind}, read back {row.get('kind')}"]
     parent = ROOT if row.get("root") else row.get("parent")
     problems = [] if parent == exp.parent else [f"{name} parent: asked {exp.parent}, read back {parent}"]
+    overhead = row.get("stab", {}).get("overhead")
+    if overhead != exp.stab_overhead:
+        problems.append(f"{name} stab overhead: asked {exp.stab_overhead}, read back {overhead}")
     options = row.get("options", {})
     for path, asked in exp.options:
         got = _lookup(options, path)
@@ -551,7 +566,7 @@ class NetemShaper:
 
     def read_qdiscs(self, host: str, dev: str) -> list[dict]:
         """Parsed `tc -s -j qdisc show dev DEV` inside `host`."""
-        return json.loads(self._tc(host, ("tc", "-s", "-j", "qdisc", "show", "dev", dev)).stdout)
+        return json.loads(self._tc(host, ("tc", "-s", "-d", "-j", "qdisc", "show", "dev", dev)).stdout)
 
     def read_classes(self, host: str, dev: str) -> str:
         """`tc class show dev DEV` text inside `host` (iproute2 6.1 prints no JSON for htb classes)."""

@@ -281,8 +281,7 @@ def test_two_runs_at_once_do_not_interfere(tmp_path):
 def test_tc_shaper_path_without_netem_qdisc(tmp_path, prefixes):
     """shaper = "netem" with a rate and FIFO only needs htb + bfifo, which this kernel has: run the tc path for real.
 
-    htb and bfifo count Ethernet frames (payload + 42 bytes of UDP, IPv4 and Ethernet headers), where `sim` and
-    the userspace shaper count UDP payload bytes; the expectations below are in frame bytes.
+    With the size table on the router's root qdisc, htb and bfifo count UDP payload bytes, as `sim` does.
     """
     spec = load_spec(probe_spec(tmp_path, "tc-fifo", 10, 400, """
         [[network]]
@@ -305,13 +304,12 @@ def test_tc_shaper_path_without_netem_qdisc(tmp_path, prefixes):
     # Every packet that did not arrive was dropped by the bfifo, and the tc counters say so exactly.
     assert set(emulated["drop"].dropna()) == {"unattributed"}
     assert dropped.sum() == bfifo[0]["dropped"] > 0
-    frame_bytes = 1000 + 42
-    delivered_per_s = 320_000 / (8 * frame_bytes)
-    # Offered 50 packets/s; the link carries 38.4/s after the FIFO (5 frames) has filled.
-    assert abs(dropped.sum() - (500 - 10 * delivered_per_s - 6000 // frame_bytes)) <= 3
+    # Offered 50 packets/s; the link carries 40/s after the FIFO (6 datagrams) has filled: 94 drops, as in sim.
+    assert abs(dropped.sum() - (500 - 10 * 40 - 6)) <= 3
+    simulated = forward(pd.read_parquet(out / "sim_packets.parquet"))
+    assert abs(dropped.sum() - simulated["arrived_ms"].isna().sum()) <= 3
     delay = (emulated["arrived_ms"] - emulated["sent_ms"]).dropna()
-    serialization_ms = 1000 * frame_bytes * 8 / 320_000
-    assert delay.max() <= 6000 * 8 / 320 + serialization_ms + 2.0
+    assert delay.max() <= 6000 * 8 / 320 + 2.0  # htb releases at the start of a transmission, sim at its end
 
 
 def test_tc_shaper_path_shares_htb_with_cross_traffic(tmp_path, prefixes):
@@ -336,8 +334,7 @@ def test_tc_shaper_path_shares_htb_with_cross_traffic(tmp_path, prefixes):
     dropped = both["arrived_ms"].isna()
     # Both flows' losses are the bfifo's drops, exactly: the cross flow went through the same qdisc.
     assert dropped.sum() == bfifo[0]["dropped"] > 0
-    frame_bytes = 1000 + 42
-    assert abs(dropped.sum() - (500 - 10 * 320_000 / (8 * frame_bytes) - 6000 // frame_bytes)) <= 3
+    assert abs(dropped.sum() - (500 - 10 * 40 - 6)) <= 3  # 50 datagrams/s offered, 40/s carried, 6 queued
 
 
 def test_mahimahi_trace_replays_in_real_time_like_sim(tmp_path, prefixes):
