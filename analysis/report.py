@@ -113,9 +113,9 @@ def build_report(results_dir: Path, progress: Progress | None = None,
     cross = summarize_cross_traffic(packets, float(spec["experiment"]["duration_s"]))
     if not cross.empty:
         tables.append(ReportTable("cross_traffic", "Cross traffic on the bottleneck", cross,
-                                  "The competing flows of each network (spec key cross_traffic), seeds pooled: "
-                                  "rates per run in kbps, loss by cause in %, one-way delay in ms. The summary "
-                                  "above counts the schemes' own packets only."))
+                                  "The competing flows of each network (spec key cross_traffic), videos and seeds "
+                                  "pooled: rates per run in kbps, loss by cause in %, one-way delay in ms. The "
+                                  "summary above counts the schemes' own packets only."))
     if not frames.empty:
         runs = summarize_runs(frames, packets)
         tables.append(ReportTable("quality", "Quality, freezes and latency (all statistics)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from testbed.codecs.endpoint import Datagram
@@ -24,10 +25,13 @@ class ProbeArrival:
     size: int
 
 
-def probe_packet(seq: int, sent_s: float, packet_bytes: int) -> bytes:
-    """Serialize one probe datagram of exactly `packet_bytes` bytes."""
+def probe_packet(seq: int, sent_s: float, packet_bytes: int, tag: int = 0) -> bytes:
+    """Serialize one probe datagram of exactly `packet_bytes` bytes; a non-zero `tag` is the first padding byte."""
     header = PROBE_HEADER.pack(PROBE_MAGIC, seq, round(sent_s * 1e6))
-    return header + bytes(packet_bytes - PROBE_HEADER_BYTES)
+    padding = bytearray(packet_bytes - PROBE_HEADER_BYTES)
+    if tag:
+        padding[0] = tag  # flows on the same schedule must not send identical payloads (logs match by digest)
+    return header + bytes(padding)
 
 
 def parse_probe_packet(data: bytes) -> tuple[int, float] | None:
@@ -40,28 +44,30 @@ def parse_probe_packet(data: bytes) -> tuple[int, float] | None:
     return seq, sent_us / 1e6
 
 
-class ProbeSender:
-    """Sends `packet_bytes`-byte datagrams evenly spaced to make `rate_kbps`, for `duration_s`."""
+class ScheduledProbeSender:
+    """Sends `packet_bytes`-byte probe datagrams at planned times (seconds); expects nothing back."""
 
-    def __init__(self, rate_kbps: float, packet_bytes: int, duration_s: float):
-        if packet_bytes < PROBE_HEADER_BYTES:
-            raise ValueError(f"packet_bytes must be at least {PROBE_HEADER_BYTES}")
+    def __init__(self, times_s: Sequence[float], packet_bytes: int, flow: str = "media", tag: int = 0):
+        if packet_bytes < PROBE_HEADER_BYTES + (1 if tag else 0):
+            raise ValueError(f"packet_bytes must be at least {PROBE_HEADER_BYTES} (+1 for a tag)")
+        if not 0 <= tag <= 255:
+            raise ValueError(f"tag must be a byte, got {tag}")
+        self.times_s = list(times_s)
         self.packet_bytes = packet_bytes
-        self.interval_s = packet_bytes * 8 / (rate_kbps * 1000)
-        self.packet_count = math.floor(duration_s / self.interval_s + 1e-9)
+        self.flow = flow
+        self.tag = tag
         self._next_seq = 0
         self._outbox: list[Datagram] = []
 
     def get_timer(self) -> float | None:
-        """Send time of the next datagram, None when done."""
-        if self._next_seq >= self.packet_count:
-            return None
-        return self._next_seq * self.interval_s
+        """Planned time of the next datagram, None when done."""
+        return self.times_s[self._next_seq] if self._next_seq < len(self.times_s) else None
 
     def handle_timer(self, now: float) -> None:
-        """Emit every datagram that is due by `now`."""
-        while self._next_seq < self.packet_count and self._next_seq * self.interval_s <= now:
-            self._outbox.append(Datagram(probe_packet(self._next_seq, now, self.packet_bytes)))
+        """Emit every datagram planned by `now`, stamped with `now`."""
+        while self._next_seq < len(self.times_s) and self.times_s[self._next_seq] <= now:
+            payload = probe_packet(self._next_seq, now, self.packet_bytes, self.tag)
+            self._outbox.append(Datagram(payload, flow=self.flow))
             self._next_seq += 1
 
     def receive_datagram(self, data: bytes, now: float) -> None:
@@ -71,6 +77,15 @@ class ProbeSender:
         """Hand over the due datagrams."""
         out, self._outbox = self._outbox, []
         return out
+
+
+class ProbeSender(ScheduledProbeSender):
+    """Sends `packet_bytes`-byte datagrams evenly spaced to make `rate_kbps`, for `duration_s`."""
+
+    def __init__(self, rate_kbps: float, packet_bytes: int, duration_s: float):
+        interval_s = packet_bytes * 8 / (rate_kbps * 1000)
+        count = math.floor(duration_s / interval_s + 1e-9)
+        super().__init__([seq * interval_s for seq in range(count)], packet_bytes)
 
 
 class ProbeReceiver:

@@ -43,13 +43,6 @@ class CrossTrafficParams:
         """Gap between two packets while the flow is on."""
         return self.packet_bytes * 8 / (self.rate_kbps * 1000)
 
-    @property
-    def mean_kbps(self) -> float:
-        """Long-run offered rate (payload bits), the on share of `rate_kbps`."""
-        if self.on_s is None:
-            return self.rate_kbps
-        return self.rate_kbps * self.on_s / (self.on_s + self.off_s)
-
 
 def on_periods(params: CrossTrafficParams, end_s: float, seed: int, *key: str) -> list[tuple[float, float]]:
     """The [start, end) intervals in which the flow is on, clipped to `end_s`."""

@@ -33,7 +33,9 @@ sysctls and rlimits, and two runs must not change anything outside their own hos
 Switches are Mininet `LinuxBridge` bridges (STP off, no controller) unless Open vSwitch is usable (``ovs-vsctl
 show`` answers and the openvswitch kernel module is loaded or loadable): then `OVSBridge` in standalone
 mode. `Topology.switch` says which, and why. Each Linux bridge has a static forwarding entry per host MAC,
-so a one-way flow is never flooded to the other hosts on its side.
+so a one-way flow is never flooded to the other hosts on its side. (Open vSwitch learns MACs instead: frames
+to a host that never sends, such as a cross receiver, are flooded to its side's hosts, whose kernels drop
+them; extra copies, not extra deliveries.)
 
 Bridge netfilter. With ``net.bridge.bridge-nf-call-iptables = 1`` (br_netfilter; the root namespace's
 value applies, as the bridges live there) bridged IPv4 frames traverse the root namespace's IPv4 netfilter
@@ -77,7 +79,6 @@ from typing import Any
 from testbed.emulator.cross_traffic import CROSS_ROLE_PREFIX, MAX_CROSS_FLOWS, cross_roles
 
 __all__ = [
-    "MAX_CROSS_PAIRS",
     "ROLES",
     "CommandError",
     "HostAddress",
@@ -95,7 +96,6 @@ __all__ = [
 ]
 
 ROLES = ("sender", "router", "receiver")  # cross_pairs adds "cross-sender-<i>" and "cross-receiver-<i>"
-MAX_CROSS_PAIRS = MAX_CROSS_FLOWS  # one pair of hosts per cross-traffic flow
 DEFAULT_PREFIX_START = "tb"
 IFNAMSIZ = 15  # usable characters of an interface name (16 bytes with the NUL)
 _HOST_SUFFIX = {"sender": "s", "router": "r", "receiver": "d"}
@@ -248,8 +248,8 @@ def _validate_prefix(prefix: str) -> None:
 
 
 def _validate_cross_pairs(cross_pairs: int) -> None:
-    if not isinstance(cross_pairs, int) or not 0 <= cross_pairs <= MAX_CROSS_PAIRS:
-        raise ValueError(f"cross_pairs must be an integer in 0..{MAX_CROSS_PAIRS}, got {cross_pairs!r}")
+    if not isinstance(cross_pairs, int) or not 0 <= cross_pairs <= MAX_CROSS_FLOWS:
+        raise ValueError(f"cross_pairs must be an integer in 0..{MAX_CROSS_FLOWS}, got {cross_pairs!r}")
 
 
 def _mac(prefix: str, index: int) -> str:

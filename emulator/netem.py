@@ -36,13 +36,13 @@ Where each limit is enforced:
   mean in the sim. (Other frames are undercounted by 42 bytes; the topology has no others: static
   neighbours, no IPv6.) The read-back (`tc -d`) checks the table too.
 
-htb burst: htb lets a packet leave when its tokens are >= 0, then charges it len/rate of tokens (tokens are
-time, capped at burst/rate). Burst 0 would already serialize like the sim, but dequeues run from timers and
-softirqs that are late by tens of microseconds, and a bucket capped at 0 loses that lateness for good, so
-the achieved rate would fall short. A bucket of one full frame (1514 bytes) absorbs a dequeue late by up to
-one transmission time; the cost is that after idling two packets may leave back to back (at most 1514
-bytes earlier than the sim). htb releases a packet at the start of its transmission time, the sim delivers
-it at the end: every packet arrives len/rate earlier than in the sim.
+htb burst: htb lets a packet leave when its tokens are >= 0, then charges it len/rate of tokens (tokens are time,
+capped at burst/rate). Burst 0 would already serialize like the sim, but dequeues run from timers and softirqs that
+are late by tens of microseconds, and a bucket capped at 0 loses that lateness for good, so the achieved rate would
+fall short. A bucket of 1514 bytes (more than the largest datagram, 1472 payload bytes as the size table counts it)
+absorbs a dequeue late by up to one transmission time; the cost is that after idling two packets may leave back to
+back (at most 1514 bytes earlier than the sim). htb releases a packet at the start of its transmission time, the
+sim delivers it at the end: every packet arrives len/rate earlier than in the sim.
 
 Rate traces become run-time `tc class change ... htb rate` commands from a thread (`NetemShaper.start`).
 htb keeps a class's tokens across a change, so the packet being served at a change is charged at the old
@@ -101,7 +101,7 @@ MTU_FRAME_BYTES = 1514  # 1500-byte IP packet + 14-byte Ethernet header, as qdis
 UDP_FRAME_OVERHEAD = 42
 STAB_ARGS = ("stab", "overhead", str(-UDP_FRAME_OVERHEAD))
 MTU_PAYLOAD_BYTES = MTU_FRAME_BYTES - UDP_FRAME_OVERHEAD
-HTB_BURST_BYTES = MTU_FRAME_BYTES
+HTB_BURST_BYTES = MTU_FRAME_BYTES  # above the largest datagram: absorbs one late dequeue (see above)
 MIN_FRAME_BYTES = 60  # smallest Ethernet frame without FCS: bounds the packets netem may hold
 NETEM_DEFAULT_LIMIT = 1000
 OVERLOAD_FACTOR = 10  # the entry host may offer this many times the link rate
@@ -506,7 +506,7 @@ def _class_problems(exp: ExpectedClass, text: str, rate_bps: int) -> list[str]:
 
 def verify(plan: DirectionPlan, read_back: Callable[[str, str], list[dict]],
            read_classes: Callable[[str, str], str] | None = None, *, rate_kbps: float | None = None) -> None:
-    """Compare the parsed `tc -s -j qdisc show` of every device (and `tc class show` text) with the plan."""
+    """Compare the parsed `tc -s -d -j qdisc show` of every device (and `tc class show` text) with the plan."""
     problems = []
     for host, dev in plan.devices():
         rows = read_back(host, dev)
@@ -565,7 +565,7 @@ class NetemShaper:
         return proc
 
     def read_qdiscs(self, host: str, dev: str) -> list[dict]:
-        """Parsed `tc -s -j qdisc show dev DEV` inside `host`."""
+        """Parsed `tc -s -d -j qdisc show dev DEV` inside `host` (-d: with the size table)."""
         return json.loads(self._tc(host, ("tc", "-s", "-d", "-j", "qdisc", "show", "dev", dev)).stdout)
 
     def read_classes(self, host: str, dev: str) -> str:

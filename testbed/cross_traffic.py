@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from testbed.analysis.log_schema import CROSS_FLOW_PREFIX
-from testbed.codecs.endpoint import Datagram, Endpoint
-from testbed.codecs.probe import ProbeReceiver, probe_packet
+from testbed.codecs.endpoint import Endpoint
+from testbed.codecs.probe import ProbeReceiver, ScheduledProbeSender
 from testbed.emulator.cross_traffic import cross_roles, send_times
 from testbed.spec import Run
 
@@ -16,35 +14,6 @@ def cross_flow_name(index: int) -> str:
     return f"{CROSS_FLOW_PREFIX}{index}"
 
 
-class CrossTrafficSender:
-    """Sends probe datagrams of `packet_bytes` at planned times; expects nothing back."""
-
-    def __init__(self, times_s: np.ndarray, packet_bytes: int, flow: str):
-        self.times_s = times_s.tolist()
-        self.packet_bytes = packet_bytes
-        self.flow = flow
-        self._next = 0
-        self._outbox: list[Datagram] = []
-
-    def get_timer(self) -> float | None:
-        """Planned time of the next datagram, None when done."""
-        return self.times_s[self._next] if self._next < len(self.times_s) else None
-
-    def handle_timer(self, now: float) -> None:
-        """Emit every datagram planned by `now`."""
-        while self._next < len(self.times_s) and self.times_s[self._next] <= now:
-            self._outbox.append(Datagram(probe_packet(self._next, now, self.packet_bytes), flow=self.flow))
-            self._next += 1
-
-    def receive_datagram(self, data: bytes, now: float) -> None:
-        """Cross traffic takes no feedback."""
-
-    def datagrams_to_send(self, now: float) -> list[Datagram]:
-        """Hand over the due datagrams."""
-        out, self._outbox = self._outbox, []
-        return out
-
-
 def cross_traffic_endpoints(run: Run) -> list[tuple[str, Endpoint, Endpoint]]:
     """(flow name, sender, receiver) of every cross-traffic flow of the run's network, in spec order."""
     network = run.network
@@ -52,7 +21,8 @@ def cross_traffic_endpoints(run: Run) -> list[tuple[str, Endpoint, Endpoint]]:
     for index, params in enumerate(network.cross_traffic, start=1):
         flow = cross_flow_name(index)
         times = send_times(params, run.experiment.duration_s, run.seed, network.name, flow)
-        flows.append((flow, CrossTrafficSender(times, params.packet_bytes, flow), ProbeReceiver()))
+        sender = ScheduledProbeSender(times, params.packet_bytes, flow, tag=index)  # tag: no twin payloads
+        flows.append((flow, sender, ProbeReceiver()))
     return flows
 
 

@@ -360,7 +360,8 @@ def _cross_traffic(table: SpecTable) -> tuple[CrossTrafficParams, ...]:
 def _cross_flow(table: SpecTable) -> CrossTrafficParams:
     kind = table.string("kind", "probe", choices=CROSS_TRAFFIC_KINDS)
     rate_kbps = float(table.number("rate_kbps", above=0))
-    packet_bytes = int(table.number("packet_bytes", 1200, minimum=PROBE_HEADER_BYTES, maximum=MAX_UDP_PAYLOAD,
+    # One byte beyond the probe header carries the flow's tag: flows on one schedule send distinct payloads.
+    packet_bytes = int(table.number("packet_bytes", 1200, minimum=PROBE_HEADER_BYTES + 1, maximum=MAX_UDP_PAYLOAD,
                                     integer=True))
     start_s = float(table.number("start_s", 0, minimum=0))
     on_s, off_s, periods = None, 0.0, "fixed"

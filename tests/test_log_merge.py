@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pandas as pd
 import pyarrow as pa
 
+from testbed import mininet_backend
+from testbed.emulator.mininet_topology import _plan
 from testbed.emulator.payload_digest import payload_digest
 from testbed.log_merge import LOST_AFTER_SHAPER, NOT_SEEN_BY_SHAPER, UNATTRIBUTED, merge_packet_logs
+from testbed.spec import load_spec
 
 NAMES = ("scheme", "net", "none", 1)
 
@@ -80,3 +85,37 @@ def test_without_a_shaper_log_drops_are_unattributed_unless_still_in_flight():
                               NAMES))
     assert list(table["drop"]) == [None, UNATTRIBUTED, None]
     assert table["ge_state"] == [None, None, None]
+
+
+def test_a_dumbbell_run_merges_every_agent_and_credits_each_flow(tmp_path):
+    """mininet_backend._collect on hand-built logs of a probe and one cross-traffic flow sharing the shaper."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[experiment]\nname = "x"\nduration_s = 1\ndrain_s = 1\n'
+                    '[[scheme]]\nname = "probe"\nkind = "probe"\nrate_kbps = 100\n'
+                    '[[network]]\nname = "net"\ndelay_ms = 25\ncross_traffic = {rate_kbps = 50}\n')
+    run = load_spec(spec).runs()[0]
+    media = sent([("media", None, 1000, 0.0, 1), ("media", None, 1000, 0.1, 2), ("media", None, 1000, 0.2, 3)])
+    cross = sent([("cross-1", None, 1200, 0.05, 11), ("cross-1", None, 1200, 0.15, 12)])
+    logs = {"sender.sent": media, "cross-sender-1.sent": cross,
+            "receiver.arrived": arrived([(1, 1000, 0.03), (3, 1000, 0.23)]),
+            "cross-receiver-1.arrived": arrived([(12, 1200, 0.18)]),
+            "receiver.sent": sent([]), "cross-receiver-1.sent": sent([]),
+            "sender.arrived": arrived([]), "cross-sender-1.arrived": arrived([]),
+            # The shaper saw both hosts' datagrams interleaved, in arrival order.
+            "shaper": shaper([("forward", 1, None, 0.03, "good"), ("forward", 11, "loss", None, "bad"),
+                              ("forward", 2, "queue", None, "good"), ("forward", 12, None, 0.18, "good"),
+                              ("forward", 3, None, 0.23, "good")])}
+    for name, rows in logs.items():
+        rows.to_parquet(tmp_path / f"{name}.parquet")
+    rows = frame(mininet_backend._collect(run, tmp_path, has_shaper_log=True).packets)
+    assert list(zip(rows["flow"], rows["seq"], rows["arrived_ms"], rows["drop"], rows["ge_state"])) == [
+        ("media", 0, 30.0, None, "good"), ("cross-1", 0, None, "loss", "bad"), ("media", 1, None, "queue", "good"),
+        ("cross-1", 1, 180.0, None, "good"), ("media", 2, 230.0, None, "good")]
+
+
+def test_agents_start_receivers_first_with_their_peers():
+    topo = replace(_plan("tbmerge", 2), pids={})
+    assert mininet_backend._agent_ends(topo) == [
+        ("receiver", "10.200.2.2", "10.200.1.1"), ("cross-receiver-1", "10.200.2.11", "10.200.1.11"),
+        ("cross-receiver-2", "10.200.2.12", "10.200.1.12"), ("sender", "10.200.1.1", "10.200.2.2"),
+        ("cross-sender-1", "10.200.1.11", "10.200.2.11"), ("cross-sender-2", "10.200.1.12", "10.200.2.12")]
