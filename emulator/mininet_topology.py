@@ -214,9 +214,9 @@ def _run(argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProc
     return proc
 
 
-def _in_host(pid: int, argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess:
-    """Run `argv` inside the namespaces of host shell `pid` and wait for it."""
-    return _run(["mnexec", "-a", str(pid), *argv], check=check)
+def _in_host(pid: int | None, argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess:
+    """Run `argv` inside the namespaces of host shell `pid` (None: the root namespace) and wait for it."""
+    return _run(argv if pid is None else ["mnexec", "-a", str(pid), *argv], check=check)
 
 
 def _failure(argv: Sequence[str]) -> str | None:
@@ -640,7 +640,7 @@ def _disable_offloads(interfaces: list[tuple[int | None, str]]) -> str:
     errors = []
     for pid, ifname in interfaces:
         argv = [ethtool, "-K", ifname, *_OFFLOADS]
-        proc = _run(argv, check=False) if pid is None else _in_host(pid, argv, check=False)
+        proc = _in_host(pid, argv, check=False)
         if proc.returncode != 0:
             errors.append(f"{ifname}: {proc.stderr.strip()}")
     return "disabled" if not errors else "partial: " + "; ".join(errors)
@@ -663,7 +663,7 @@ def _wait_up(interfaces: list[tuple[int | None, str]], timeout_s: float = 5.0) -
 
 def _link_show(pid: int | None, ifname: str) -> str:
     argv = ["ip", "-o", "link", "show", "dev", ifname]
-    return (_run(argv, check=False) if pid is None else _in_host(pid, argv, check=False)).stdout
+    return _in_host(pid, argv, check=False).stdout
 
 
 def enable_kernel_forwarding(t: Topology) -> None:

@@ -308,6 +308,20 @@ def test_command_error_carries_command_and_stderr():
 # ----------------------------------------------------------------------------------------- real, root
 
 
+def start_stray(t: Topology, role: str) -> subprocess.Popen:
+    """A long sleep started in a host, once it has joined the host's namespace."""
+    stray = subprocess.Popen(t.exec_argv(role, ["sleep", "60"]))
+    wait_joined(stray.pid, netns_of(t.pids[role]))
+    return stray
+
+
+def assert_destroyed(t: Topology, namespaces: set, stray: subprocess.Popen) -> None:
+    """After destroy_topology: the stray got SIGTERM, nothing of the topology is left, destroy is idempotent."""
+    assert stray.wait(timeout=5) == -signal.SIGTERM
+    assert_gone(t.prefix, namespaces)
+    assert destroy_topology(t) == []
+
+
 @needs_root
 def test_hosts_route_only_through_the_router_and_destroy_leaves_nothing():
     t = create_topology()
@@ -334,13 +348,10 @@ def test_hosts_route_only_through_the_router_and_destroy_leaves_nothing():
         enable_kernel_forwarding(t)
         assert udp_roundtrip(t, "hello") == f"GOT hello {t.sender.ip}"
         # A process started in a host is not a child of its shell: destroy must find it by namespace.
-        stray = subprocess.Popen(t.exec_argv("receiver", ["sleep", "60"]))
-        wait_joined(stray.pid, netns_of(t.pids["receiver"]))
+        stray = start_stray(t, "receiver")
     finally:
         assert destroy_topology(t) == []
-    assert stray.wait(timeout=5) == -signal.SIGTERM
-    assert_gone(t.prefix, namespaces)
-    assert destroy_topology(t) == []  # idempotent
+    assert_destroyed(t, namespaces, stray)
 
 
 @needs_root
@@ -359,13 +370,10 @@ def test_dumbbell_forwards_every_pair_only_through_the_router():
         for src, dst, src_ip in pairs:
             assert udp_roundtrip(t, f"from-{src}", src=src, dst=dst) == f"GOT from-{src} {src_ip}"
         assert udp_roundtrip(t, "cross", src="cross-sender-2", dst="receiver") == "GOT cross 10.200.1.12"
-        stray = subprocess.Popen(t.exec_argv("cross-receiver-2", ["sleep", "60"]))
-        wait_joined(stray.pid, netns_of(t.pids["cross-receiver-2"]))
+        stray = start_stray(t, "cross-receiver-2")
     finally:
         assert destroy_topology(t) == []
-    assert stray.wait(timeout=5) == -signal.SIGTERM
-    assert_gone(t.prefix, namespaces)
-    assert destroy_topology(t) == []  # idempotent
+    assert_destroyed(t, namespaces, stray)
 
 
 @needs_root
